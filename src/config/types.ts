@@ -1,0 +1,30 @@
+import type { CacheConfig } from '../cache/packet-cache.js';
+
+export interface UpstreamConfig { url: string; ca?: string; name?: string }
+
+export interface TcpLimits {
+  idleTimeoutMs: number; readTimeoutMs: number; maxConnections: number; maxConnectionsPerClient: number;
+  maxQueriesPerConnection: number; maxWriteBufferBytes: number;
+}
+
+export interface Config {
+  listen: {
+    tproxy: { udp?: string; tcp?: string };
+    plain: string[];
+    plainTcp: string[];
+    udpMaxSize: number;
+    plainAllow: string[];
+    tcp: TcpLimits;
+  };
+  workers: number | 'auto';
+  upstreams: UpstreamConfig[];
+  upstream: {
+    timeoutMs: number; strategy: 'failover' | 'round-robin' | 'fastest'; maxInflight: number; ecs: 'strip' | 'pass';
+    paddingBlock: number; maxStreamsPerConnection: number; maxConnections: number; pingIntervalMs: number;
+  };
+  cache: CacheConfig & { enabled: boolean };
+  metrics: { listen?: string; allowNonLoopback: boolean };
+  stateDir: string;
+  /** Keys owned by other subsystems, validated by their own schema fragments. */
+  [key: string]: unknown;
+}

@@ -1,0 +1,94 @@
+// Every dns_tproxy_* metric the server exports, read from plain counters at scrape time.
+import type { DnsServer } from '../server.js';
+import { CollectedMetric, Sample, histogramSamples } from './collected.js';
+import { RCODE_NAMES } from '../dns/wire.js';
+import { qtypeName } from './counters.js';
+import { LATENCY_BUCKETS } from '../upstream/types.js';
+
+export function registerServerMetrics(s: DnsServer): void {
+  const r = s.registry;
+  const add = (name: string, help: string, type: 'counter' | 'gauge' | 'histogram', read: () => Sample[]) =>
+    r.registerMetric(new CollectedMetric(`dns_tproxy_${name}`, help, type, read) as never);
+  const c = s.counters;
+
+  add('queries_total', 'Client queries answered, by transport and query type.', 'counter', () => {
+    const out: Sample[] = [];
+    // Per-transport totals are exact; the qtype split is attributed to the transport label "all" to
+    // keep cardinality at transports + qtypes rather than their product.
+    for (const t of ['udp', 'tcp', 'plain'] as const) out.push({ labels: { transport: t, qtype: 'all' }, value: c.queriesByTransport[t] });
+    c.queriesByQtype.forEach((v, t) => { if (v > 0) out.push({ labels: { transport: 'all', qtype: qtypeName(t) }, value: v }); });
+    if (c.otherQtypes) out.push({ labels: { transport: 'all', qtype: 'OTHER' }, value: c.otherQtypes });
+    return out;
+  });
+  add('answers_total', 'Answers sent, by response code.', 'counter', () => {
+    const out: Sample[] = [];
+    c.answersByRcode.forEach((v, i) => { if (v > 0 || i <= 5) out.push({ labels: { rcode: RCODE_NAMES[i] ?? `RCODE${i}` }, value: v }); });
+    return out;
+  });
+  add('truncated_total', 'UDP answers cut to TC=1 because they exceeded the client\'s size.', 'counter', () => [{ value: c.truncated }]);
+  add('dropped_total', 'Queries dropped without an answer, by reason.', 'counter', () => {
+    const udp = s.udp;
+    const sum = (f: (u: (typeof udp)[number]) => number) => udp.reduce((a, u) => a + f(u), 0);
+    return [
+      { labels: { reason: 'malformed' }, value: c.malformedDropped },
+      { labels: { reason: 'queue_full' }, value: sum((u) => u.droppedBusy) + s.tcp.reduce((a, t) => a + t.stats.droppedBusy, 0) },
+      { labels: { reason: 'acl' }, value: sum((u) => u.droppedAcl) },
+      { labels: { reason: 'send_eagain' }, value: sum((u) => u.socket.stats.droppedEagain) },
+      { labels: { reason: 'truncated' }, value: sum((u) => u.socket.stats.droppedTruncated) },
+    ];
+  });
+  add('formerr_total', 'Malformed queries answered with FORMERR/NOTIMP/BADVERS.', 'counter', () => [
+    { labels: { rcode: 'FORMERR' }, value: s.validate.formerr }, { labels: { rcode: 'NOTIMP' }, value: s.validate.notimp },
+    { labels: { rcode: 'BADVERS' }, value: s.validate.badvers }]);
+  add('inflight_queries', 'Queries accepted and not yet answered.', 'gauge', () => [{ value: s.pool.inUse }]);
+  add('upstream_inflight_cap_total', 'Queries refused (SERVFAIL) because the upstream in-flight cap was reached.', 'counter', () => [{ value: s.forward.overCapacity }]);
+
+  const upstreamLabel = (name: string) => ({ upstream: name });
+  add('upstream_requests_total', 'Requests sent to each upstream.', 'counter', () => s.upstreams.upstreams.map((u) => ({ labels: upstreamLabel(u.name), value: u.stats.requests })));
+  add('upstream_errors_total', 'Upstream failures by reason.', 'counter', () => {
+    const out: Sample[] = [];
+    for (const u of s.upstreams.upstreams) for (const [reason, v] of u.stats.errors) out.push({ labels: { upstream: u.name, reason }, value: v });
+    return out;
+  });
+  add('upstream_latency_seconds', 'Time from sending a query upstream to its answer.', 'histogram', () =>
+    s.upstreams.upstreams.flatMap((u) => histogramSamples('dns_tproxy_upstream_latency_seconds', upstreamLabel(u.name), LATENCY_BUCKETS,
+      u.stats.latencyBuckets, u.stats.latencySum, u.stats.latencyCount)));
+  add('upstream_healthy', '1 when the upstream is in rotation, 0 while its circuit is open.', 'gauge', () => s.upstreams.upstreams.map((u) => ({ labels: upstreamLabel(u.name), value: u.healthy ? 1 : 0 })));
+
+  if (s.cache) {
+    const k = s.cache;
+    add('cache_hits_total', 'Answers served fresh from the cache.', 'counter', () => [{ value: k.hits }]);
+    add('cache_misses_total', 'Lookups that found nothing servable.', 'counter', () => [{ value: k.misses }]);
+    add('cache_stale_total', 'Expired answers served (RFC 8767).', 'counter', () => [{ value: k.staleServed }]);
+    add('cache_prefetches_total', 'Popular entries refreshed before expiry.', 'counter', () => [{ value: k.prefetches }]);
+    add('cache_coalesced_total', 'Misses that joined an identical query already in flight.', 'counter', () => [{ value: k.coalesced }]);
+    add('cache_evictions_total', 'Entries evicted for space.', 'counter', () => [{ value: k.evictions }]);
+    add('cache_entries', 'Entries in the cache.', 'gauge', () => [{ value: k.entries }]);
+    add('cache_bytes', 'Bytes accounted to cache entries.', 'gauge', () => [{ value: k.bytes }]);
+  }
+
+  add('socket_packets_total', 'Native socket counters, by listener and counter.', 'counter', () => {
+    const out: Sample[] = [];
+    for (const u of s.udp) {
+      const st = u.socket.stats as unknown as Record<string, number>;
+      for (const key of ['received', 'sent', 'rxBatches', 'txBatches', 'recvErrors', 'sendErrors', 'droppedNoOrigDst']) {
+        if (typeof st[key] === 'number') out.push({ labels: { listener: u.name, counter: key }, value: st[key] });
+      }
+    }
+    return out;
+  });
+  add('tcp_connections_total', 'TCP connection events by kind.', 'counter', () => {
+    const out: Sample[] = [];
+    for (const t of s.tcp) {
+      const st = t.stats;
+      for (const [kind, v] of Object.entries({ accepted: st.accepted, rejected_total: st.rejectedTotal, rejected_per_client: st.rejectedPerClient,
+        rejected_acl: st.rejectedAcl, idle_closed: st.idleClosed, read_timeout: st.readTimeouts, query_limit: st.queryLimitClosed,
+        write_buffer_overflow: st.writeBufferOverflows })) out.push({ labels: { listener: t.name, kind }, value: v });
+    }
+    return out;
+  });
+  add('tcp_connections_open', 'Open TCP connections.', 'gauge', () => s.tcp.map((t) => ({ labels: { listener: t.name }, value: t.stats.open })));
+  add('drain_timeouts_total', 'Shutdowns whose drain timed out with queries still in flight.', 'counter', () => [{ value: s.drainTimeouts }]);
+  add('config_reloads_total', 'Successful SIGHUP reloads.', 'counter', () => [{ value: s.reloads }]);
+  add('config_reload_failures_total', 'Rejected SIGHUP reloads (the old config stays).', 'counter', () => [{ value: s.reloadFailures }]);
+}

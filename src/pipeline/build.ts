@@ -1,0 +1,30 @@
+// The one place the chain is assembled. Order, and why:
+//   1. validate  — everything after it reads the parsed question; malformed input stops here.
+//   2. (filter)  — policy needs only the question and the client; blocked names must never reach the
+//                  cache or the network, and the client's group becomes part of the cache key.
+//   3. cache     — answers hits without the network; coalesces identical misses; serves stale.
+//   4. forward   — last: only queries nothing else could answer spend upstream capacity.
+// Answer hooks run in reverse on the way out, so the cache stores what forward fetched.
+import { Chain, Stage } from './chain.js';
+import type { QueryContext } from './context.js';
+
+export interface ChainParts {
+  validate: Stage;
+  filter?: Stage | null;
+  cache?: Stage | null;
+  forward: Stage;
+}
+
+export function buildChain(parts: ChainParts, sink: ConstructorParameters<typeof Chain>[1]): Chain {
+  const stages: Stage[] = [parts.validate];
+  if (parts.filter) stages.push(parts.filter);
+  if (parts.cache) stages.push(parts.cache);
+  stages.push(parts.forward);
+  return new Chain(stages, sink);
+}
+
+/** Late binding for stages that need to answer through a chain built after them. */
+export class ChainRef {
+  chain: Chain | null = null;
+  readonly respond = (ctx: QueryContext): void => { this.chain!.respond(ctx); };
+}

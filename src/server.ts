@@ -1,0 +1,160 @@
+// Builds a running server from a config: pipeline, listeners, upstreams, metrics. Also owns reload
+// (SIGHUP) and drain (SIGTERM).
+import type http from 'node:http';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import type { Config } from './config/types.js';
+import { ContextPool, QueryContext, Responder } from './pipeline/context.js';
+import { ValidateStage } from './pipeline/validate.js';
+import { CacheStage } from './pipeline/cache-stage.js';
+import { ForwardStage } from './pipeline/forward.js';
+import { AnswerSender } from './pipeline/finish.js';
+import { buildChain, ChainRef } from './pipeline/build.js';
+import type { Chain } from './pipeline/chain.js';
+import { PacketCache } from './cache/packet-cache.js';
+import { ServerCounters } from './metrics/counters.js';
+import { createUpstreams } from './upstream/create.js';
+import { UpstreamPool } from './upstream/pool.js';
+import { UdpListener } from './listen/udp.js';
+import { TcpListener } from './listen/tcp.js';
+import { ClientAcl } from './listen/acl.js';
+import { startHttp } from './metrics/http.js';
+import { registerServerMetrics } from './metrics/server-metrics.js';
+import { ListenError } from './errors.js';
+
+export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+
+export const defaultLog: LogFn = (level, msg, fields) => {
+  process.stderr.write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }) + '\n');
+};
+
+/** A responder for background refreshes: their answers feed the cache and go nowhere else. */
+const internalResponder: Responder = {
+  transport: 'internal' as never,
+  send() { /* nothing to send: no client */ },
+  describe() { return { client: 'internal', clientPort: 0, server: '', serverPort: 0, family: 4 }; },
+};
+
+export class DnsServer {
+  readonly counters = new ServerCounters();
+  readonly pool: ContextPool;
+  readonly sender: AnswerSender;
+  readonly validate: ValidateStage;
+  readonly cache: PacketCache | null;
+  readonly cacheStage: CacheStage | null;
+  forward: ForwardStage;
+  upstreams: UpstreamPool;
+  readonly chain: Chain;
+  readonly udp: UdpListener[] = [];
+  readonly tcp: TcpListener[] = [];
+  readonly registry = new Registry();
+  private http: http.Server | null = null;
+  private readonly ref = new ChainRef();
+  drainTimeouts = 0;
+  reloads = 0;
+  reloadFailures = 0;
+
+  constructor(public config: Config, readonly log: LogFn = defaultLog) {
+    const up = config.upstream;
+    // Waiting queries (upstream in flight + coalesced waiters) are bounded by the pool; the forward
+    // stage's own cap keeps upstream load bounded within that.
+    this.pool = new ContextPool(up.maxInflight * 2 + 256);
+    this.sender = new AnswerSender(this.pool, this.counters);
+    this.validate = new ValidateStage(this.ref.respond, (ctx) => this.sender.drop(ctx), config.listen.udpMaxSize);
+    this.cache = config.cache.enabled ? new PacketCache(config.cache) : null;
+    this.cacheStage = this.cache ? new CacheStage(this.cache, this.ref.respond, this.pool, internalResponder) : null;
+    this.upstreams = new UpstreamPool(createUpstreams(config), { strategy: up.strategy });
+    this.forward = new ForwardStage(this.upstreams, this.ref.respond, {
+      timeoutMs: up.timeoutMs, maxInflight: up.maxInflight, ecs: up.ecs, paddingBlock: up.paddingBlock,
+    });
+    this.chain = buildChain({ validate: this.validate, cache: this.cacheStage, forward: this.forward }, this.sender);
+    this.ref.chain = this.chain;
+  }
+
+  async start(): Promise<void> {
+    const cfg = this.config;
+    const plainAcl = new ClientAcl(cfg.listen.plainAllow);
+    try {
+      if (cfg.listen.tproxy.udp) this.udp.push(new UdpListener('tproxy-udp', { address: cfg.listen.tproxy.udp, transparent: true }, this.chain, this.pool));
+      for (const a of cfg.listen.plain) this.udp.push(new UdpListener(`plain-udp ${a}`, { address: a, transparent: false, acl: plainAcl }, this.chain, this.pool));
+      if (cfg.listen.tproxy.tcp) {
+        const l = new TcpListener('tproxy-tcp', cfg.listen.tproxy.tcp, true, cfg.listen.tcp, this.chain, this.pool);
+        await l.listen();
+        this.tcp.push(l);
+      }
+      for (const a of cfg.listen.plainTcp) {
+        const l = new TcpListener(`plain-tcp ${a}`, a, false, cfg.listen.tcp, this.chain, this.pool, plainAcl);
+        await l.listen();
+        this.tcp.push(l);
+      }
+    } catch (e) {
+      await this.close();
+      const err = e as NodeJS.ErrnoException;
+      throw new ListenError(`cannot listen: ${err.message}`, String(err.syscall ?? ''), e);
+    }
+    registerServerMetrics(this);
+    collectDefaultMetrics({ register: this.registry, prefix: 'dns_tproxy_' });
+    if (cfg.metrics.listen) {
+      this.http = await startHttp(cfg.metrics.listen, {
+        registry: this.registry,
+        ready: () => this.readiness(),
+        flushCache: (name) => this.cache?.flush(name) ?? 0,
+      });
+    }
+    this.log('info', 'listening', {
+      udp: this.udp.map((u) => u.name), tcp: this.tcp.map((t) => t.name), upstreams: cfg.upstreams.map((u) => u.url),
+      metrics: cfg.metrics.listen ?? null,
+    });
+  }
+
+  readiness(): { ready: boolean; reasons: string[] } {
+    const reasons: string[] = [];
+    if (this.udp.length + this.tcp.length === 0) reasons.push('no listener bound');
+    if (!this.upstreams.anyHealthy) reasons.push('no healthy upstream');
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  /** Queries accepted and not yet answered. */
+  get inflight(): number { return this.pool.inUse; }
+
+  /**
+   * SIGHUP: swap in a new upstream set from a re-read config. Listener addresses need a restart; a bad
+   * config leaves everything as it was.
+   */
+  reload(next: Config): void {
+    const old = this.upstreams;
+    const pool = new UpstreamPool(createUpstreams(next), { strategy: next.upstream.strategy });
+    const forward = new ForwardStage(pool, this.ref.respond, {
+      timeoutMs: next.upstream.timeoutMs, maxInflight: next.upstream.maxInflight, ecs: next.upstream.ecs, paddingBlock: next.upstream.paddingBlock,
+    });
+    // In-flight queries finish on the old stage (it keeps its pool open until they are done).
+    const stages = this.chain.stages as unknown as { name: string }[];
+    const i = stages.findIndex((s) => s.name === 'forward');
+    (this.chain.stages as unknown as ForwardStage[])[i] = forward;
+    const oldForward = this.forward;
+    this.forward = forward;
+    this.upstreams = pool;
+    this.config = next;
+    this.reloads++;
+    const retire = setInterval(() => { if (oldForward.inflight <= 0) { clearInterval(retire); old.close(); } }, 200);
+    retire.unref();
+  }
+
+  /** SIGTERM: stop accepting, answer what is in flight (up to `timeoutMs`), then close. */
+  async drain(timeoutMs = 5000): Promise<void> {
+    for (const t of this.tcp) t.server.close();
+    const until = Date.now() + timeoutMs;
+    while (this.pool.inUse > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    if (this.pool.inUse > 0) this.drainTimeouts++;
+    await this.close();
+  }
+
+  async close(): Promise<void> {
+    for (const u of this.udp) u.close();
+    await Promise.all(this.tcp.map((t) => t.close()));
+    this.upstreams.close();
+    if (this.http) await new Promise<void>((r) => this.http!.close(() => r()));
+    this.http = null;
+  }
+}
+
+export type { QueryContext };
