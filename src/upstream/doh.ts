@@ -43,6 +43,8 @@ class DohConnection {
   active = 0;
   dead = false;
   lastUsed = 0;
+  /** Why the session failed, when it did: streams cancelled by it are classified by this. */
+  sessionError = '';
   constructor(readonly owner: DohUpstream) {}
 }
 
@@ -140,7 +142,7 @@ export class DohUpstream implements Upstream {
     const session = http2.connect(this.origin, { ...this.tls, peerMaxConcurrentStreams: this.maxStreams });
     conn.session = session;
     const markDead = () => { conn.dead = true; };
-    session.on('error', markDead);
+    session.on('error', (err: NodeJS.ErrnoException) => { conn.dead = true; conn.sessionError = err?.code ?? 'ERR'; });
     session.on('goaway', markDead);
     session.on('close', markDead);
     this.conns.push(conn);
@@ -229,10 +231,11 @@ function onEnd(this: TaggedStream): void {
 
 function onStreamError(this: TaggedStream, err: NodeJS.ErrnoException): void {
   const req = this[kRequest];
-  const code = err?.code ?? '';
+  // A stream cancelled because its session failed (TLS, refused) reports the session's reason.
+  const code = req.conn.sessionError || ((err?.cause as NodeJS.ErrnoException | undefined)?.code ?? err?.code ?? '');
   const reason: UpstreamErrorReason = code === 'ERR_HTTP2_GOAWAY_SESSION' ? 'goaway'
     : code.startsWith('ERR_HTTP2_STREAM') || code === 'ECONNRESET' ? 'reset'
-      : code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code.startsWith('ERR_TLS') || code.includes('CERT') ? 'connect'
+      : code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code.startsWith('ERR_TLS') || code.includes('CERT') || code.includes('SELF_SIGNED') || code === 'ETIMEDOUT' || code === 'ENETUNREACH' ? 'connect'
         : 'reset';
   req.conn.dead = req.conn.dead || reason !== 'reset';
   req.upstream.finish(req, null, reason);

@@ -196,6 +196,12 @@ ${extra}
     }
   }
 
+  get hasKdig() {
+    try { sh('sh', ['-c', 'command -v kdig']); return true; } catch { return false; }
+  }
+
+  kdig(args) { return nsExec(this.client, 'kdig', [...args, '+retry=0', '+timeout=3'], { timeout: 30_000 }); }
+
   /** Runs test/lab/tools/client.js in the client namespace and parses its JSON output. */
   tool(args, timeout = 60_000) {
     const out = nsExec(this.client, process.execPath, [path.join(ROOT, 'test/lab/tools/client.js'), ...args], { timeout });

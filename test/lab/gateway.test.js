@@ -1,0 +1,86 @@
+// Issue "Transparent DNS gateway, end to end": a client asks 198.51.100.53 / 2001:db8:53::53 (where no
+// DNS server runs); the gateway intercepts with nft TPROXY, forwards over DoH to a real unbound, and
+// the reply must come from the address and port the client asked.
+import t from 'tap';
+import { Lab, labUnavailable, baseConfig, SERVER_V4, SERVER_V6, sleep } from './lib.js';
+
+const why = labUnavailable();
+if (why) {
+  t.comment(`skipping lab: ${why}`);
+  t.skip(why);
+} else {
+  const lab = new Lab().up();
+  t.teardown(() => lab.down());
+  await lab.startUnbound();
+
+  t.test('listener port equal to the intercepted port (53)', async (t) => {
+    const cfg = lab.writeConfig('same-port.yaml', baseConfig(lab, { port: 53 }));
+    lab.setTproxyPort(53);
+    const srv = await lab.startServer(cfg);
+    t.teardown(() => lab.stop(srv));
+
+    const v4 = lab.dig([`@${SERVER_V4}`, 'a.lab.test', 'A', '+tries=1', '+time=3']);
+    t.match(v4, /status: NOERROR/);
+    t.match(v4, /a\.lab\.test\.\s+\d+\s+IN\s+A\s+192\.0\.2\.1/);
+    t.match(v4, /SERVER: 198\.51\.100\.53#53/);
+    const v6 = lab.dig([`@${SERVER_V6}`, 'a.lab.test', 'AAAA', '+tries=1', '+time=3']);
+    t.match(v6, /a\.lab\.test\.\s+\d+\s+IN\s+AAAA\s+2001:db8::1/);
+    t.match(v6, /SERVER: 2001:db8:53::53#53/);
+
+    for (const server of [SERVER_V4, SERVER_V6]) {
+      const r = lab.tool(['query', server, '53', 'a.lab.test', 'A', '--connected']);
+      t.equal(r.timeout, undefined, `connected socket to ${server} got an answer`);
+      t.equal(r.from, server, 'from the original address');
+      t.equal(r.fromPort, 53, 'from the original port');
+      t.ok(r.idMatches);
+      t.same(r.answers, ['A 192.0.2.1']);
+    }
+    // kdig too, as a second real stub implementation.
+    if (lab.hasKdig) {
+      const k = lab.kdig([`@${SERVER_V4}`, 'a.lab.test', 'A']);
+      t.match(k, /192\.0\.2\.1/);
+    }
+  });
+
+  t.test('listener port different from the intercepted port (15353)', async (t) => {
+    const cfg = lab.writeConfig('other-port.yaml', baseConfig(lab, { port: 15353 }));
+    lab.setTproxyPort(15353);
+    t.teardown(() => lab.setTproxyPort(53));
+    const srv = await lab.startServer(cfg);
+    t.teardown(() => lab.stop(srv));
+    for (const server of [SERVER_V4, SERVER_V6]) {
+      const r = lab.tool(['query', server, '53', 'a.lab.test', 'A', '--connected']);
+      t.equal(r.timeout, undefined, `connected socket to ${server} got an answer`);
+      t.equal(r.from, server);
+      t.equal(r.fromPort, 53, 'source port 53 although the listener is on 15353');
+    }
+    t.match(lab.dig([`@${SERVER_V6}`, 'a.lab.test', 'A', '+tries=1', '+time=3']), /192\.0\.2\.1/);
+  });
+
+  t.test('1000 concurrent distinct queries, malformed floods, upstream down', async (t) => {
+    lab.setTproxyPort(53);
+    const cfg = lab.writeConfig('load.yaml', baseConfig(lab, { port: 53 }));
+    const srv = await lab.startServer(cfg);
+    t.teardown(() => lab.stop(srv));
+
+    const burst = lab.tool(['burst', SERVER_V4, '53', '1000', 'c', '--timeout', '15000']);
+    t.equal(burst.answered, 1000, `all 1000 answered (${JSON.stringify(burst)})`);
+    t.equal(burst.noerror, 1000, 'all with the redirect answer');
+
+    const g = lab.tool(['garbage', SERVER_V4, '53', '3000']);
+    t.equal(g.sent, 3000);
+    await sleep(300);
+    t.equal(srv.exitCode, null, 'still running after 3000 malformed datagrams');
+    t.match(lab.dig([`@${SERVER_V4}`, 'after-garbage.wild.test', 'A', '+tries=1', '+time=3']), /status: NOERROR/, 'still answering');
+
+    // Upstream down: SERVFAIL (with EDE) well before the client gives up, never silence.
+    await lab.stop(lab.unbound.proc, 'SIGKILL');
+    const started = Date.now();
+    const r = lab.dig([`@${SERVER_V4}`, 'down.wild.test', 'A', '+tries=1', '+time=8']);
+    const took = Date.now() - started;
+    t.match(r, /status: SERVFAIL/);
+    t.match(r, /EDE: 2[23]/, 'Extended DNS Error 22/23');
+    t.comment(`SERVFAIL after ${took} ms (upstream timeout 2000 ms)`);
+    await lab.startUnbound();
+  });
+}
