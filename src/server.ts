@@ -20,6 +20,10 @@ import { ClientAcl } from './listen/acl.js';
 import { startHttp } from './metrics/http.js';
 import { registerServerMetrics } from './metrics/server-metrics.js';
 import { ListenError } from './errors.js';
+import { QueryLog, type QueryLogConfig } from './log/query-log.js';
+import { DnstapWriter, type DnstapConfig } from './log/dnstap.js';
+import { AuditObserver } from './pipeline/audit.js';
+import { TopK } from './metrics/topk.js';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 
@@ -49,6 +53,9 @@ export class DnsServer {
   readonly registry = new Registry();
   private http: http.Server | null = null;
   private readonly ref = new ChainRef();
+  queryLog: QueryLog | null = null;
+  dnstap: DnstapWriter | null = null;
+  top: { clients: TopK; names: TopK; sampleEvery: number } | null = null;
   drainTimeouts = 0;
   reloads = 0;
   reloadFailures = 0;
@@ -66,8 +73,31 @@ export class DnsServer {
     this.forward = new ForwardStage(this.upstreams, this.ref.respond, {
       timeoutMs: up.timeoutMs, maxInflight: up.maxInflight, ecs: up.ecs, paddingBlock: up.paddingBlock,
     });
+    this.setupAudit(config);
     this.chain = buildChain({ validate: this.validate, cache: this.cacheStage, forward: this.forward }, this.sender);
     this.ref.chain = this.chain;
+  }
+
+  private setupAudit(config: Config): void {
+    const logCfg = config.log as QueryLogConfig | undefined;
+    if (logCfg && logCfg.mode !== 'off') {
+      this.queryLog = new QueryLog({ ...logCfg, mode: logCfg.mode ?? 'all', output: logCfg.output ?? 'stdout' }, {
+        onError: (e) => this.log('warn', 'query log write failed; dropping entries until it recovers', { error: e.message }),
+      });
+    }
+    const tapCfg = config.dnstap as DnstapConfig | undefined;
+    if (tapCfg) {
+      this.dnstap = new DnstapWriter(tapCfg);
+      const tap = this.dnstap;
+      this.forward.onForwarded = (upstream, q, a, t0, t1) => {
+        tap.forwarderQuery(t0, upstream, q);
+        if (a) tap.forwarderResponse(t0, t1, upstream, q, a);
+      };
+    }
+    const stats = (config.stats ?? {}) as { topK?: number; sampleEvery?: number };
+    const k = stats.topK ?? 200;
+    if (k > 0) this.top = { clients: new TopK(k), names: new TopK(k), sampleEvery: stats.sampleEvery ?? 8 };
+    if (this.queryLog || this.dnstap || this.top) this.sender.observers.push(new AuditObserver(this.queryLog, this.dnstap, this.top));
   }
 
   async start(): Promise<void> {
@@ -93,11 +123,21 @@ export class DnsServer {
     }
     registerServerMetrics(this);
     collectDefaultMetrics({ register: this.registry, prefix: 'dns_tproxy_' });
+    // prom-client names these gauges *_total, which Prometheus reserves for counters (promtool rejects it).
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+      this.registry.removeSingleMetric(`dns_tproxy_${name}`);
+    }
     if (cfg.metrics.listen) {
       this.http = await startHttp(cfg.metrics.listen, {
         registry: this.registry,
         ready: () => this.readiness(),
         flushCache: (name) => this.cache?.flush(name) ?? 0,
+        json: {
+          '/stats/top': () => ({
+            sampleEvery: this.top?.sampleEvery ?? 0,
+            clients: this.top?.clients.top(50) ?? [], names: this.top?.names.top(50) ?? [],
+          }),
+        },
       });
     }
     this.log('info', 'listening', {
@@ -152,6 +192,8 @@ export class DnsServer {
     for (const u of this.udp) u.close();
     await Promise.all(this.tcp.map((t) => t.close()));
     this.upstreams.close();
+    await this.queryLog?.close();
+    await this.dnstap?.close();
     if (this.http) await new Promise<void>((r) => this.http!.close(() => r()));
     this.http = null;
   }

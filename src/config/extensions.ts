@@ -1,5 +1,20 @@
 // Schema fragments for keys owned by other subsystems, gathered in one place so the top level can
 // still reject unknown keys.
+import { queryLogSchema } from '../log/query-log.js';
+import { dnstapSchema } from '../log/dnstap.js';
+
 export function extensionSchemas(): Record<string, object> {
-  return {};
+  return {
+    log: queryLogSchema,
+    dnstap: dnstapSchema,
+    stats: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        /** Keys kept by each top-k table (/stats/top); 0 turns them off. */
+        topK: { type: 'integer', minimum: 0, maximum: 100000 },
+        /** Count one query in N into the top-k tables, to keep the cost off the hot path. */
+        sampleEvery: { type: 'integer', minimum: 1 },
+      },
+    },
+  };
 }

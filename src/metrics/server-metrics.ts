@@ -88,6 +88,11 @@ export function registerServerMetrics(s: DnsServer): void {
     return out;
   });
   add('tcp_connections_open', 'Open TCP connections.', 'gauge', () => s.tcp.map((t) => ({ labels: { listener: t.name }, value: t.stats.open })));
+  add('querylog_dropped_total', 'Query log entries dropped (queue full or write errors).', 'counter', () => [{ value: s.queryLog?.stats.dropped ?? 0 }]);
+  add('querylog_written_total', 'Query log entries written.', 'counter', () => [{ value: s.queryLog?.stats.written ?? 0 }]);
+  add('querylog_errors_total', 'Query log write errors.', 'counter', () => [{ value: s.queryLog?.stats.errors ?? 0 }]);
+  add('dnstap_dropped_total', 'dnstap frames dropped (collector away and buffer full).', 'counter', () => [{ value: s.dnstap?.stats.dropped ?? 0 }]);
+  add('dnstap_sent_total', 'dnstap frames written to the collector.', 'counter', () => [{ value: s.dnstap?.stats.sent ?? 0 }]);
   add('drain_timeouts_total', 'Shutdowns whose drain timed out with queries still in flight.', 'counter', () => [{ value: s.drainTimeouts }]);
   add('config_reloads_total', 'Successful SIGHUP reloads.', 'counter', () => [{ value: s.reloads }]);
   add('config_reload_failures_total', 'Rejected SIGHUP reloads (the old config stays).', 'counter', () => [{ value: s.reloadFailures }]);

@@ -40,6 +40,8 @@ export class ForwardStage implements Stage, UpstreamHandler {
   servfails = 0;
   retries = 0;
   private readonly info = new AnswerInfo();
+  /** dnstap FORWARDER_QUERY/RESPONSE, when configured. */
+  onForwarded: ((upstream: string, query: Uint8Array, answer: Uint8Array | null, tQuery: number, tResp: number) => void) | null = null;
 
   constructor(private readonly pool: UpstreamPool, private readonly respond: (ctx: QueryContext) => void,
     private readonly opts: ForwardOptions) {}
@@ -71,6 +73,10 @@ export class ForwardStage implements Stage, UpstreamHandler {
     const a = (ctx as Tracked)[kAttempt];
     if (!a) return;
     const idx = this.pool.upstreams.indexOf(upstream);
+    if (this.onForwarded) {
+      const now = Date.now();
+      this.onForwarded(upstream.name, a.wire, answer, now - latencyMs, now);
+    }
     if (answer) {
       const err = analyzeAnswer(answer, answer.length, ctx.buf, 0, ctx.q, this.info);
       // DoH answers carry ID 0 (RFC 8484 4.1); anything else did not answer our question.

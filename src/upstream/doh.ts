@@ -14,6 +14,8 @@ export interface DohOptions {
   /** Cap on concurrent streams per connection; more connections open past it. */
   maxStreamsPerConnection?: number;
   maxConnections?: number;
+  /** How often to re-dial when no connection is alive. */
+  healthIntervalMs?: number;
   /** Largest answer body accepted. */
   maxAnswerBytes?: number;
   /** HTTP/2 PING interval on idle connections, so dead ones are found before a query needs them. */
@@ -65,6 +67,9 @@ export class DohUpstream implements Upstream {
   private closed = false;
   /** Stands in for a connection on requests refused before one was picked. */
   private readonly noConnection = new DohConnection(this);
+  /** Told when a connection comes up or fails, so health follows the transport even without queries. */
+  connectivity: ((ok: boolean) => void) | null = null;
+  private readonly healthTimer: NodeJS.Timeout;
   /** Consecutive failures; the pool uses it for passive health. */
   consecutiveFailures = 0;
 
@@ -81,6 +86,10 @@ export class DohUpstream implements Upstream {
     // One sweeper for every deadline instead of a timer per query.
     this.sweepTimer = setInterval(() => this.sweep(), 25);
     this.sweepTimer.unref();
+    // With no live connection, dial one every interval: a dead upstream shows up in /readyz and metrics
+    // without waiting for a client query to fail on it, and a recovered one is back as soon as it answers.
+    this.healthTimer = setInterval(() => this.checkConnectivity(), opts.healthIntervalMs ?? 2000);
+    this.healthTimer.unref();
     const ping = opts.pingIntervalMs ?? 15000;
     if (ping > 0) {
       this.pingTimer = setInterval(() => this.pingIdle(ping), ping);
@@ -142,7 +151,12 @@ export class DohUpstream implements Upstream {
     const session = http2.connect(this.origin, { ...this.tls, peerMaxConcurrentStreams: this.maxStreams });
     conn.session = session;
     const markDead = () => { conn.dead = true; };
-    session.on('error', (err: NodeJS.ErrnoException) => { conn.dead = true; conn.sessionError = err?.code ?? 'ERR'; });
+    session.on('connect', () => this.connectivity?.(true));
+    session.on('error', (err: NodeJS.ErrnoException) => {
+      conn.dead = true;
+      conn.sessionError = err?.code ?? 'ERR';
+      if (!this.hasLiveConnection()) this.connectivity?.(false);
+    });
     session.on('goaway', markDead);
     session.on('close', markDead);
     this.conns.push(conn);
@@ -174,6 +188,15 @@ export class DohUpstream implements Upstream {
     if (s && !s.destroyed) s.close(http2.constants.NGHTTP2_CANCEL);
   }
 
+  private hasLiveConnection(): boolean {
+    return this.conns.some((c) => !c.dead && c.session !== null && !c.session.destroyed && !c.session.closed);
+  }
+
+  private checkConnectivity(): void {
+    if (this.closed || this.hasLiveConnection()) return;
+    this.pickConnection();
+  }
+
   private sweep(): void {
     if (this.pending.size === 0) return;
     const now = performance.now();
@@ -200,6 +223,7 @@ export class DohUpstream implements Upstream {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweepTimer);
+    clearInterval(this.healthTimer);
     if (this.pingTimer) clearInterval(this.pingTimer);
     for (const req of [...this.pending]) this.fail(req, 'closed');
     for (const c of this.conns) c.session?.close();

@@ -23,6 +23,9 @@ export class UpstreamPool {
     this.baseBackoff = opts.probeBackoffMs ?? 1000;
     this.maxBackoff = opts.maxBackoffMs ?? 30000;
     this.health = upstreams.map(() => ({ failures: 0, openUntil: 0, backoff: this.baseBackoff, ewmaMs: 0 }));
+    upstreams.forEach((u, i) => {
+      if ('connectivity' in u) u.connectivity = (ok) => (ok ? this.reachable(i) : this.unreachable(i));
+    });
   }
 
   /**
@@ -62,6 +65,22 @@ export class UpstreamPool {
       h.backoff = Math.min(h.backoff * 2, this.maxBackoff);
       this.upstreams[i].healthy = false;
     }
+  }
+
+  /** The transport connected: let it back into rotation at once. */
+  reachable(i: number): void {
+    const h = this.health[i];
+    if (h.openUntil === 0 && this.upstreams[i].healthy) return;
+    h.failures = 0; h.openUntil = 0; h.backoff = this.baseBackoff;
+    this.upstreams[i].healthy = true;
+  }
+
+  /** The transport cannot connect: out of rotation without waiting for queries to fail. */
+  unreachable(i: number): void {
+    const h = this.health[i];
+    h.failures = Math.max(h.failures, this.threshold);
+    h.openUntil = this.now() + h.backoff;
+    this.upstreams[i].healthy = false;
   }
 
   get anyHealthy(): boolean { return this.upstreams.some((u) => u.healthy); }

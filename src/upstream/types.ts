@@ -42,5 +42,7 @@ export interface Upstream {
   healthy: boolean;
   /** `query` has ID 0 and is owned by the upstream from now on. */
   send(query: Buffer, ctx: QueryContext, handler: UpstreamHandler, deadline: number): void;
+  /** Set by the pool on transports that can tell when they connect or fail to. */
+  connectivity?: ((ok: boolean) => void) | null;
   close(): void;
 }

@@ -2,6 +2,7 @@
 // A DNS client for lab tests, run inside the client namespace. Prints one JSON object.
 //   query SERVER PORT NAME TYPE [--connected] [--edns]    one query; prints rcode, answers, source
 //   burst SERVER PORT COUNT PREFIX [--timeout MS]         COUNT distinct queries at once; counts answers
+//   seq SERVER[,SERVER2] PORT COUNT PREFIX                COUNT queries one at a time on connected sockets
 //   garbage SERVER PORT COUNT                             sends COUNT malformed datagrams
 //   same SERVER PORT COUNT NAME                           COUNT identical queries at once (coalescing)
 import dgram from 'node:dgram';
@@ -49,6 +50,29 @@ async function query() {
   });
   s.close();
   out({ connected, ...result });
+}
+
+async function seq() {
+  // COUNT queries one after another, alternating between the given servers (comma-separated).
+  const [countStr, prefix] = rest;
+  const servers = server.split(',');
+  const results = [];
+  for (let i = 0; i < Number(countStr); i++) {
+    const srv = servers[i % servers.length];
+    const s = dgram.createSocket(net.isIPv6(srv) ? 'udp6' : 'udp4');
+    const id = crypto.randomInt(65536);
+    const r = await new Promise((resolve) => {
+      const t = setTimeout(() => resolve({ timeout: true }), 3000);
+      s.on('message', (m, rinfo) => {
+        clearTimeout(t);
+        try { const p = dnsPacket.decode(m); resolve({ rcode: p.rcode, idMatches: p.id === id, from: rinfo.address, fromPort: rinfo.port }); } catch (e) { resolve({ error: e.message }); }
+      });
+      s.connect(port, srv, () => s.send(encode(`${prefix}${i}.wild.test`, 'A', id, false)));
+    });
+    s.close();
+    results.push(r);
+  }
+  out({ results });
 }
 
 async function burst() {
@@ -135,6 +159,6 @@ async function garbage() {
   out({ sent });
 }
 
-const modes = { query, burst, garbage, same };
+const modes = { query, burst, garbage, same, seq };
 if (!modes[mode]) { process.stderr.write(`unknown mode ${mode}\n`); process.exit(2); }
 await modes[mode]();

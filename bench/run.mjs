@@ -1,0 +1,76 @@
+#!/usr/bin/env node
+// npm run bench [-- --seconds 10 --rate 20000 --scenarios hit,miss --workers 1]
+// Drives the real TPROXY path (namespaces + nft + DoH to a local unbound) with dnsperf and prints max
+// qps, loss, mean latency, server CPU µs per query at a fixed offered rate, and RSS. For the
+// side-by-side with dnsdist and the C floor, run ../shared/bench/peers.sh -p . (see README).
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Lab, labUnavailable, baseConfig, SERVER_V4, nsExec } from '../test/lab/lib.js';
+
+const { values } = parseArgs({ options: {
+  seconds: { type: 'string', default: '10' }, rate: { type: 'string', default: '20000' },
+  scenarios: { type: 'string', default: 'hit,miss' }, workers: { type: 'string', default: '1' },
+  extra: { type: 'string', default: '' },
+} });
+const why = labUnavailable(['dnsperf']);
+if (why) { console.error(`bench cannot run: ${why}`); process.exit(1); }
+
+const lab = new Lab().up();
+const tick = 100; // USER_HZ
+function cpuTicks(pid) {
+  // The server and its workers: every process whose parent chain leads to pid.
+  let total = 0;
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const st = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      if (Number(d) === pid || Number(f[1]) === pid) total += Number(f[11]) + Number(f[12]);
+    } catch { /* raced with exit */ }
+  }
+  return total;
+}
+function rssMb(pid) {
+  let kb = 0;
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const st = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      if (Number(d) === pid || Number(f[1]) === pid) kb += Number(f[21]) * 4;
+    } catch { /* raced */ }
+  }
+  return kb / 1024;
+}
+function dnsperf(file, secs, rate) {
+  const args = ['-s', SERVER_V4, '-d', file, '-l', String(secs), '-c', '8', '-T', '1', '-q', '1000'];
+  if (rate) args.push('-Q', String(rate));
+  const out = nsExec(lab.client, 'dnsperf', args, { timeout: (secs + 30) * 1000 });
+  const num = (re) => Number((re.exec(out) ?? [])[1] ?? 0);
+  return { qps: num(/Queries per second:\s+([\d.]+)/), lost: num(/Queries lost:\s+\d+ \(([\d.]+)%\)/), completed: num(/Queries completed:\s+(\d+)/),
+    latMs: num(/Average Latency \(s\):\s+([\d.]+)/) * 1000 };
+}
+
+try {
+  await lab.startUnbound();
+  fs.writeFileSync(path.join(lab.dir, 'hit.txt'), Array.from({ length: 1000 }, (_, i) => `h${i}.wild.test A`).join('\n') + '\n');
+  fs.writeFileSync(path.join(lab.dir, 'miss.txt'), Array.from({ length: 2_000_000 }, () => `m${Math.random().toString(36).slice(2)}.wild.test A`).join('\n') + '\n');
+  const cfg = lab.writeConfig('bench.yaml', baseConfig(lab, { extra: `workers: ${values.workers}\n${values.extra.replace(/\\n/g, '\n')}` }));
+  const srv = await lab.startServer(cfg);
+  const secs = Number(values.seconds), rate = Number(values.rate);
+  console.log(`dns-tproxy, workers=${values.workers}, ${secs}s per run, CPU measured at ${rate} qps offered`);
+  console.log(['scenario', 'max_qps', 'lost%', 'mean_ms', `cpu_us/q@${rate}`, 'rss_MB'].map((s) => s.padStart(14)).join(''));
+  for (const sc of values.scenarios.split(',')) {
+    const file = path.join(lab.dir, `${sc}.txt`);
+    dnsperf(path.join(lab.dir, 'hit.txt'), 2, 0); // warm the cache and the DoH connections
+    const max = dnsperf(file, secs, 0);
+    const c0 = cpuTicks(srv.pid);
+    const fixed = dnsperf(file, secs, rate);
+    const c1 = cpuTicks(srv.pid);
+    const us = ((c1 - c0) / tick) * 1e6 / Math.max(fixed.completed, 1);
+    console.log([sc, max.qps.toFixed(0), max.lost.toFixed(2), max.latMs.toFixed(3), us.toFixed(2), rssMb(srv.pid).toFixed(1)].map((s) => String(s).padStart(14)).join(''));
+  }
+} finally {
+  await lab.down();
+}

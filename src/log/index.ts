@@ -1,0 +1,3 @@
+export * from './query-log.js';
+export * from './dnstap.js';
+export { Anonymizer, type AnonymizeConfig } from './anonymize.js';

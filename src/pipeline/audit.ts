@@ -1,0 +1,59 @@
+// The audit trail: for each answered client query, a query-log line and dnstap CLIENT_QUERY/RESPONSE
+// frames, plus the bounded top-k of clients and names. Runs after the answer was handed to the
+// transport; it allocates (strings, objects) but only when one of its outputs is enabled.
+import dnsPacket from 'dns-packet';
+import type { QueryObserver } from './finish.js';
+import type { QueryContext } from './context.js';
+import { qnameString, RCODE_NAMES } from '../dns/wire.js';
+import { qtypeName } from '../metrics/counters.js';
+import { QueryLog, summarizeAnswers, type QueryLogEntry } from '../log/query-log.js';
+import type { DnstapWriter } from '../log/dnstap.js';
+import { TopK } from '../metrics/topk.js';
+
+export class AuditObserver implements QueryObserver {
+  constructor(private readonly log: QueryLog | null, private readonly tap: DnstapWriter | null,
+    private readonly top: { clients: TopK; names: TopK; sampleEvery: number } | null) {}
+  private sampleCount = 0;
+
+  answered(ctx: QueryContext, wire: Uint8Array, off: number, len: number): void {
+    const rcode = wire[off + 3] & 0x0f;
+    const wantLog = this.log !== null && this.log.wants(RCODE_NAMES[rcode] ?? String(rcode));
+    const wantTop = this.top !== null && ++this.sampleCount >= this.top.sampleEvery;
+    if (!wantLog && this.tap === null && !wantTop) return;
+    const where = ctx.responder.describe(ctx);
+    const qname = ctx.q.hasQuestion ? qnameString(ctx.buf, 0, ctx.q.qnameEnd) : '';
+    if (wantTop) {
+      this.sampleCount = 0;
+      this.top!.clients.add(where.client);
+      this.top!.names.add(qname);
+    }
+    if (this.tap) {
+      const proto = ctx.responder.transport === 'tcp' ? 'tcp' : 'udp';
+      const q = ctx.buf.subarray(0, ctx.len);
+      const a = wire.subarray(off, off + len);
+      this.tap.clientQuery(ctx.wallStarted, where.family, proto, where.client, where.clientPort, where.server, where.serverPort, q);
+      this.tap.clientResponse(ctx.wallStarted, Date.now(), where.family, proto, where.client, where.clientPort, where.server, where.serverPort, q, a);
+    }
+    if (wantLog) {
+      const entry: QueryLogEntry = {
+        time: ctx.wallStarted, client: where.client, clientPort: where.clientPort, server: where.server, serverPort: where.serverPort,
+        transport: ctx.responder.transport as QueryLogEntry['transport'], qname, qtype: qtypeName(ctx.q.qtype),
+        rcode: RCODE_NAMES[rcode] ?? String(rcode), cache: ctx.cacheStatus,
+        latencyMs: Math.round((performance.now() - ctx.started) * 1000) / 1000,
+      };
+      const answers = summarize(wire, off, len);
+      if (answers.length) entry.answers = answers;
+      if (ctx.decision) entry.filter = { action: ctx.decision.kind, list: ctx.decision.list, rule: ctx.decision.rule, group: ctx.decision.group as string | undefined };
+      if (ctx.upstream) entry.upstream = ctx.upstream;
+      this.log!.write(entry);
+    }
+  }
+}
+
+function summarize(wire: Uint8Array, off: number, len: number): string[] {
+  try {
+    return summarizeAnswers(dnsPacket.decode(Buffer.from(wire.buffer, wire.byteOffset + off, len)).answers as never);
+  } catch {
+    return [];
+  }
+}
