@@ -9,7 +9,8 @@ import type { Config } from './config/types.js';
 const USAGE = `usage:
   dns-tproxy run --config FILE [--manage-network]   serve (SIGHUP reloads, SIGTERM drains)
   dns-tproxy check --config FILE                    validate the config, exit non-zero with the reason
-  dns-tproxy network up|down|show --config FILE     install / remove / inspect nft + policy routing
+  dns-tproxy network up|down|show|rules --config FILE
+                                                    install / remove / inspect / print nft + policy routing
   dns-tproxy cache flush [NAME] --config FILE       flush the cache (all, or NAME and below)
 `;
 
@@ -44,9 +45,10 @@ async function run(file: string, manageNetwork: boolean): Promise<number> {
   const cfg = loadConfigFile(file);
   const log = defaultLog;
   const net = manageNetwork ? await import('./network/cli-glue.js') : null;
-  if (net) await net.upForRun(cfg, log);
   const server = new DnsServer(cfg, log);
   await server.start();
+  // After the listeners are bound, so intercepted traffic never meets a missing socket.
+  if (net) await net.upForRun(cfg, log);
   let stopping = false;
   process.on('SIGHUP', () => {
     try {

@@ -2,11 +2,13 @@
 // still reject unknown keys.
 import { queryLogSchema } from '../log/query-log.js';
 import { dnstapSchema } from '../log/dnstap.js';
+import { networkSchema } from '../network/index.js';
 
 export function extensionSchemas(): Record<string, object> {
   return {
     log: queryLogSchema,
     dnstap: dnstapSchema,
+    network: networkSchema,
     stats: {
       type: 'object', additionalProperties: false,
       properties: {

@@ -167,9 +167,9 @@ ${extra}
   }
 
   /** Starts dns-tproxy in the gateway namespace and waits until it answers through TPROXY. */
-  async startServer(configPath, { waitName = 'a.lab.test', args = [], wait = true } = {}) {
+  async startServer(configPath, { waitName = 'a.lab.test', args = [], wait = true, nodeArgs = [] } = {}) {
     const log = path.join(this.dir, `server-${this.procs.length}.log`);
-    const proc = this.spawnIn(this.gw, process.execPath, [path.join(ROOT, 'dist/cli.js'), 'run', '--config', configPath, ...args], log);
+    const proc = this.spawnIn(this.gw, process.execPath, [...nodeArgs, path.join(ROOT, 'dist/cli.js'), 'run', '--config', configPath, ...args], log);
     proc.logPath = log;
     this.server = proc;
     if (wait) {

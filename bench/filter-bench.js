@@ -1,0 +1,161 @@
+#!/usr/bin/env node
+// Filter engine benchmark (not a test).
+//   npx tsc -b   (or compile src/filter)   then
+//   node --expose-gc bench/filter-bench.js [N=1000000] [format=domains|hosts|adblock] [lookups=2000000]
+// Measures: list load time (read + parse + build), RSS delta over the process
+// before the load, table bytes, and decide() cost per lookup over a mix of
+// exact hits, subdomain hits, misses and exceptions. Also compares the
+// blocked-answer write with a cache-hit style copy.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FilterManager, writeBlockedAnswer } from '../dist/filter/index.js';
+import { LRUCache } from 'lru-cache';
+import { domainAt, writeSynthetic } from '../rules/gen-synthetic.js';
+
+const N = Number(process.argv[2] ?? 1_000_000);
+const FORMAT = process.argv[3] ?? 'domains';
+const LOOKUPS = Math.max(1_000_000, Number(process.argv[4] ?? 2_000_000));
+const gc = globalThis.gc;
+if (!gc) console.warn('warning: run with --expose-gc for meaningful RSS figures');
+
+const dir = mkdtempSync(join(tmpdir(), 'filter-bench-'));
+const listPath = join(dir, 'synthetic.txt');
+await writeSynthetic(listPath, N, FORMAT);
+
+// exceptions: every 100th listed domain is allowed again
+const allow = [];
+for (let i = 0; i < N; i += 100) allow.push(domainAt(i));
+const cfg = {
+  filter: {
+    mode: 'nxdomain',
+    lists: [{ name: 'synthetic', path: listPath, hosts: 'subdomains' }],
+    allow,
+  },
+};
+
+const mb = (b) => (b / 1048576).toFixed(1);
+const settle = async () => {
+  for (let i = 0; i < 3; i++) {
+    gc?.();
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+await settle();
+const rss0 = process.memoryUsage().rss;
+const t0 = performance.now();
+const mgr = await FilterManager.create(cfg, { stateDir: join(dir, 'state'), baseDir: dir });
+const loadMs = performance.now() - t0;
+await settle();
+const rss1 = process.memoryUsage().rss;
+const eng = mgr.engine;
+const info = eng.info;
+
+// query mix: 35% exact hits, 20% subdomain hits, 35% misses, 10% exceptions
+const Q = 1 << 16;
+const queries = new Array(Q);
+// flat one-byte strings, like names decoded from packets
+const flat = (s) => Buffer.from(s, 'latin1').toString('latin1');
+let seed = 12345;
+const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296);
+for (let i = 0; i < Q; i++) {
+  const r = rnd();
+  const k = Math.floor(rnd() * N);
+  if (r < 0.35) queries[i] = flat(domainAt(k % 100 === 0 ? k + 1 : k));
+  else if (r < 0.55) queries[i] = flat('x' + (i % 97) + '.www.' + domainAt(k % 100 === 0 ? k + 1 : k));
+  else if (r < 0.9) queries[i] = flat(domainAt(N + k));
+  else queries[i] = flat(domainAt(Math.floor(k / 100) * 100));
+}
+// each timing: best of ROUNDS runs (the figure least disturbed by other load on the machine)
+const ROUNDS = 5;
+const best = (fn) => {
+  let b = Infinity;
+  for (let r = 0; r < ROUNDS; r++) b = Math.min(b, fn());
+  return b;
+};
+let blocked = 0;
+for (let i = 0; i < 200_000; i++) eng.decide(queries[i & (Q - 1)], 1, 0); // warm-up
+const lookupNs = best(() => {
+  blocked = 0;
+  const t1 = process.hrtime.bigint();
+  for (let i = 0; i < LOOKUPS; i++) if (eng.decide(queries[i & (Q - 1)], 1, 0) !== null) blocked++;
+  return Number(process.hrtime.bigint() - t1) / LOOKUPS;
+});
+
+const timeSet = (gen) => {
+  const qs = Array.from({ length: Q }, (_, i) => flat(gen(i)));
+  for (let i = 0; i < 100_000; i++) eng.decide(qs[i & (Q - 1)], 1, 0);
+  return best(() => {
+    const t = process.hrtime.bigint();
+    for (let i = 0; i < 1_000_000; i++) eng.decide(qs[i & (Q - 1)], 1, 0);
+    return Number(process.hrtime.bigint() - t) / 1_000_000;
+  });
+};
+const hitNs = timeSet((i) => domainAt((i * 7919 + 1) % N || 1));
+const missNs = timeSet((i) => domainAt(N + i * 13));
+const deepNs = timeSet((i) => `a.b.c.d.${domainAt((i * 31 + 3) % N || 3)}`);
+const exceptNs = timeSet((i) => domainAt(((i * 7) % (N / 100 | 0)) * 100));
+
+// answer writing: blocked answer vs a response-cache hit
+const query = Buffer.from('12340100000100000000000103616473076578616d706c6503636f6d0000010001', 'hex');
+const qEnd = query.length;
+const out = Buffer.alloc(1232);
+const d = eng.decide(domainAt(1), 1, 0);
+const W = 2_000_000;
+const writeNs = best(() => {
+  const t = process.hrtime.bigint();
+  for (let i = 0; i < W; i++) writeBlockedAnswer(query, 0, query.length, qEnd, 1, false, false, d, out, 0);
+  return Number(process.hrtime.bigint() - t) / W;
+});
+// cache-hit model: LRU keyed by qname+qtype, copy the stored response, patch the ID
+const lru = new LRUCache({ max: 100_000 });
+for (let i = 0; i < Q; i++) lru.set(queries[i] + '/1', Buffer.alloc(80, i & 255));
+const cacheNs = best(() => {
+  const t = process.hrtime.bigint();
+  for (let i = 0; i < W; i++) {
+    const v = lru.get(queries[i & (Q - 1)] + '/1');
+    v.copy(out, 0);
+    out[0] = query[0];
+    out[1] = query[1];
+  }
+  return Number(process.hrtime.bigint() - t) / W;
+});
+const pathNs = best(() => {
+  const t = process.hrtime.bigint();
+  for (let i = 0; i < W; i++) {
+    const dd = eng.decide(queries[i & (Q - 1)], 1, 0);
+    if (dd !== null && dd.kind === 'block') writeBlockedAnswer(query, 0, query.length, qEnd, 1, false, false, dd, out, 0);
+  }
+  return Number(process.hrtime.bigint() - t) / W;
+});
+
+// full rebuild cost (what a list refresh or SIGHUP costs)
+const tr = performance.now();
+await mgr.reload();
+const reloadMs = performance.now() - tr;
+
+const rows = [
+  ['domains listed', N.toLocaleString('en-US') + ` (${FORMAT})`],
+  ['exceptions', allow.length.toLocaleString('en-US')],
+  ['table entries', info.entries.toLocaleString('en-US')],
+  ['load time (read+parse+build)', `${loadMs.toFixed(0)} ms (engine build ${eng.buildMs.toFixed(0)} ms)`],
+  ['RSS before / after load', `${mb(rss0)} MB / ${mb(rss1)} MB`],
+  ['RSS delta', `${mb(rss1 - rss0)} MB`],
+  ['table + arena bytes', `${mb(info.tableBytes)} MB`],
+  [`decide() mixed, ${LOOKUPS.toLocaleString('en-US')} lookups`, `${lookupNs.toFixed(0)} ns/lookup (${((blocked / LOOKUPS) * 100).toFixed(0)}% blocked)`],
+  ['decide() exact hit', `${hitNs.toFixed(0)} ns`],
+  ['decide() miss', `${missNs.toFixed(0)} ns`],
+  ['decide() 4 extra labels', `${deepNs.toFixed(0)} ns`],
+  ['decide() exception', `${exceptNs.toFixed(0)} ns`],
+  ['writeBlockedAnswer (nxdomain+SOA)', `${writeNs.toFixed(0)} ns`],
+  ['LRU response-cache hit (get+copy)', `${cacheNs.toFixed(0)} ns`],
+  ['decide + write, mixed queries', `${pathNs.toFixed(0)} ns`],
+  ['full rebuild (reload)', `${reloadMs.toFixed(0)} ms`],
+];
+const w = Math.max(...rows.map((r) => r[0].length));
+console.log(`node ${process.version}, ${process.arch}; timings are best of ${ROUNDS} rounds`);
+for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
+
+mgr.close();
+rmSync(dir, { recursive: true, force: true });
