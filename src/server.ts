@@ -24,6 +24,11 @@ import { QueryLog, type QueryLogConfig } from './log/query-log.js';
 import { DnstapWriter, type DnstapConfig } from './log/dnstap.js';
 import { AuditObserver } from './pipeline/audit.js';
 import { TopK } from './metrics/topk.js';
+import { FilterStage, CnameInspectStage, type ZoneForwarder } from './pipeline/filter-stage.js';
+import { FilterManager } from './filter/manager.js';
+import type { FilterConfig } from './filter/config.js';
+import { DohUpstream } from './upstream/doh.js';
+import { PlainDnsUpstream } from './upstream/plain.js';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 
@@ -45,6 +50,9 @@ export class DnsServer {
   readonly validate: ValidateStage;
   readonly cache: PacketCache | null;
   readonly cacheStage: CacheStage | null;
+  readonly filterStage: FilterStage | null;
+  readonly cnameStage: CnameInspectStage | null;
+  private readonly zoneForwarders = new Map<string, { stage: ForwardStage; pool: UpstreamPool }>();
   forward: ForwardStage;
   upstreams: UpstreamPool;
   readonly chain: Chain;
@@ -74,7 +82,12 @@ export class DnsServer {
       timeoutMs: up.timeoutMs, maxInflight: up.maxInflight, ecs: up.ecs, paddingBlock: up.paddingBlock,
     });
     this.setupAudit(config);
-    this.chain = buildChain({ validate: this.validate, cache: this.cacheStage, forward: this.forward }, this.sender);
+    const filtering = filterConfigOf(config) !== null;
+    this.filterStage = filtering ? new FilterStage(this.ref.respond, (url) => this.zoneForwarder(url)) : null;
+    this.cnameStage = this.filterStage ? new CnameInspectStage(this.filterStage) : null;
+    this.chain = buildChain({
+      validate: this.validate, filter: this.filterStage, cache: this.cacheStage, cname: this.cnameStage, forward: this.forward,
+    }, this.sender);
     this.ref.chain = this.chain;
   }
 
@@ -100,8 +113,28 @@ export class DnsServer {
     if (this.queryLog || this.dnstap || this.top) this.sender.observers.push(new AuditObserver(this.queryLog, this.dnstap, this.top));
   }
 
+  /** A forward stage of its own for each conditional-forwarding target, made on first use. */
+  private zoneForwarder(url: string): ZoneForwarder {
+    let z = this.zoneForwarders.get(url);
+    if (!z) {
+      const up = url.startsWith('https:') ? new DohUpstream({ url }) : new PlainDnsUpstream(url);
+      const pool = new UpstreamPool([up], { strategy: 'failover' });
+      const o = this.config.upstream;
+      z = { pool, stage: new ForwardStage(pool, this.ref.respond, { timeoutMs: o.timeoutMs, maxInflight: o.maxInflight, ecs: o.ecs, paddingBlock: url.startsWith('https:') || url.startsWith('tls:') ? o.paddingBlock : 0 }) };
+      this.zoneForwarders.set(url, z);
+    }
+    return z.stage;
+  }
+
+  get filter(): FilterManager | null { return this.filterStage?.manager ?? null; }
+
   async start(): Promise<void> {
     const cfg = this.config;
+    const fcfg = filterConfigOf(cfg);
+    if (this.filterStage && fcfg) {
+      // Lists load before any listener opens: no query is ever answered by a half-built policy.
+      this.filterStage.manager = await FilterManager.create(fcfg, { stateDir: cfg.stateDir, baseDir: cfg.baseDir, log: (level, msg, fields) => this.log(level, msg, fields as Record<string, unknown>) });
+    }
     const plainAcl = new ClientAcl(cfg.listen.plainAllow);
     try {
       if (cfg.listen.tproxy.udp) this.udp.push(new UdpListener('tproxy-udp', { address: cfg.listen.tproxy.udp, transparent: true }, this.chain, this.pool));
@@ -161,6 +194,15 @@ export class DnsServer {
    * config leaves everything as it was.
    */
   reload(next: Config): void {
+    const fm = this.filter;
+    const fcfg = filterConfigOf(next);
+    if (fm && fcfg) {
+      // Built off to the side and swapped atomically by the manager; a bad list keeps the old engine.
+      void fm.reload(fcfg).then((r) => {
+        if (!r.ok) { this.reloadFailures++; this.log('error', 'filter reload failed; keeping the previous lists', { error: r.error?.message }); }
+        else this.log('info', 'filter lists reloaded', { rules: fm.stats.lists.reduce((a, l) => a + l.rules, 0) });
+      });
+    }
     const old = this.upstreams;
     const pool = new UpstreamPool(createUpstreams(next), { strategy: next.upstream.strategy });
     const forward = new ForwardStage(pool, this.ref.respond, {
@@ -192,6 +234,8 @@ export class DnsServer {
     for (const u of this.udp) u.close();
     await Promise.all(this.tcp.map((t) => t.close()));
     this.upstreams.close();
+    for (const z of this.zoneForwarders.values()) z.pool.close();
+    this.filter?.close();
     await this.queryLog?.close();
     await this.dnstap?.close();
     if (this.http) await new Promise<void>((r) => this.http!.close(() => r()));
@@ -200,3 +244,9 @@ export class DnsServer {
 }
 
 export type { QueryContext };
+
+/** The filter-owned keys of a config, or null when none is set (no filter stage at all). */
+function filterConfigOf(c: Config): FilterConfig | null {
+  if (c.filter === undefined && c.groups === undefined && c.local === undefined && c.forward === undefined) return null;
+  return { filter: c.filter, groups: c.groups, local: c.local, forward: c.forward } as FilterConfig;
+}

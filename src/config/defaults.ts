@@ -33,5 +33,6 @@ export function applyDefaults(raw: Partial<Config>, baseDir: string): Config {
     cache: { enabled: true, ...DEFAULT_CACHE_CONFIG, ...c },
     metrics: { allowNonLoopback: false, ...m },
     stateDir: path.resolve(baseDir, raw.stateDir ?? '.state'),
+    baseDir,
   } as Config;
 }

@@ -3,9 +3,11 @@
 import { queryLogSchema } from '../log/query-log.js';
 import { dnstapSchema } from '../log/dnstap.js';
 import { networkSchema } from '../network/index.js';
+import { filterConfigSchema } from '../filter/config.js';
 
 export function extensionSchemas(): Record<string, object> {
   return {
+    ...filterConfigSchema,
     log: queryLogSchema,
     dnstap: dnstapSchema,
     network: networkSchema,

@@ -25,6 +25,8 @@ export interface Config {
   cache: CacheConfig & { enabled: boolean };
   metrics: { listen?: string; allowNonLoopback: boolean };
   stateDir: string;
+  /** Directory of the config file: relative paths in it resolve from here. */
+  baseDir: string;
   /** Keys owned by other subsystems, validated by their own schema fragments. */
   [key: string]: unknown;
 }

@@ -93,6 +93,21 @@ export function registerServerMetrics(s: DnsServer): void {
   add('querylog_errors_total', 'Query log write errors.', 'counter', () => [{ value: s.queryLog?.stats.errors ?? 0 }]);
   add('dnstap_dropped_total', 'dnstap frames dropped (collector away and buffer full).', 'counter', () => [{ value: s.dnstap?.stats.dropped ?? 0 }]);
   add('dnstap_sent_total', 'dnstap frames written to the collector.', 'counter', () => [{ value: s.dnstap?.stats.sent ?? 0 }]);
+  if (s.filterStage) {
+    const f = s.filterStage;
+    add('filter_answers_total', 'Queries answered by policy, by kind (block, local, forward, block-cname).', 'counter', () => [
+      { labels: { kind: 'block' }, value: f.blocked }, { labels: { kind: 'local' }, value: f.local },
+      { labels: { kind: 'forward' }, value: f.forwarded }, { labels: { kind: 'block-cname' }, value: s.cnameStage?.blocked ?? 0 }]);
+    add('blocked_total', 'Blocked queries by the list whose rule matched.', 'counter', () =>
+      Object.entries(s.filter?.stats.blockedByList ?? {}).map(([list, v]) => ({ labels: { list }, value: v })));
+    add('list_rules', 'Rules loaded from each list.', 'gauge', () => (s.filter?.stats.lists ?? []).map((l) => ({ labels: { list: l.name }, value: l.rules })));
+    add('list_bad_lines', 'Lines of each list that could not be parsed (see the log for file and line).', 'gauge', () =>
+      (s.filter?.stats.lists ?? []).map((l) => ({ labels: { list: l.name }, value: l.badLines })));
+    add('list_last_refresh_timestamp_seconds', 'When each list was last loaded or confirmed fresh.', 'gauge', () =>
+      (s.filter?.stats.lists ?? []).map((l) => ({ labels: { list: l.name }, value: (l.lastRefresh ?? 0) / 1000 })));
+    add('list_refresh_failures_total', 'Failed downloads of each url list.', 'counter', () =>
+      (s.filter?.stats.lists ?? []).map((l) => ({ labels: { list: l.name }, value: l.failures })));
+  }
   add('drain_timeouts_total', 'Shutdowns whose drain timed out with queries still in flight.', 'counter', () => [{ value: s.drainTimeouts }]);
   add('config_reloads_total', 'Successful SIGHUP reloads.', 'counter', () => [{ value: s.reloads }]);
   add('config_reload_failures_total', 'Rejected SIGHUP reloads (the old config stays).', 'counter', () => [{ value: s.reloadFailures }]);

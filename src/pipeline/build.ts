@@ -3,7 +3,9 @@
 //   2. (filter)  — policy needs only the question and the client; blocked names must never reach the
 //                  cache or the network, and the client's group becomes part of the cache key.
 //   3. cache     — answers hits without the network; coalesces identical misses; serves stale.
-//   4. forward   — last: only queries nothing else could answer spend upstream capacity.
+//   4. (cname)   — CNAME inspection; after the cache so that, on the way back, it rewrites an answer
+//                  whose CNAME chain lands on a blocked name before the cache stores it.
+//   5. forward   — last: only queries nothing else could answer spend upstream capacity.
 // Answer hooks run in reverse on the way out, so the cache stores what forward fetched.
 import { Chain, Stage } from './chain.js';
 import type { QueryContext } from './context.js';
@@ -12,6 +14,7 @@ export interface ChainParts {
   validate: Stage;
   filter?: Stage | null;
   cache?: Stage | null;
+  cname?: Stage | null;
   forward: Stage;
 }
 
@@ -19,6 +22,7 @@ export function buildChain(parts: ChainParts, sink: ConstructorParameters<typeof
   const stages: Stage[] = [parts.validate];
   if (parts.filter) stages.push(parts.filter);
   if (parts.cache) stages.push(parts.cache);
+  if (parts.cname) stages.push(parts.cname);
   stages.push(parts.forward);
   return new Chain(stages, sink);
 }

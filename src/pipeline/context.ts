@@ -24,6 +24,8 @@ export class QueryContext {
   responder!: Responder;
   /** Addressing for UDP replies: a copy of the rx metadata slot (see native/README.md). */
   readonly meta = new Int32Array(16);
+  /** The same memory as `meta`, for the raw address bytes. */
+  readonly metaBytes = new Uint8Array(this.meta.buffer);
   /** TCP: the connection the query came on. */
   conn: unknown = null;
   /** Largest reply this client accepts over UDP (EDNS size capped by the server maximum, 512 without EDNS). */

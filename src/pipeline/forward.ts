@@ -2,7 +2,7 @@
 // an overall deadline; within it a failed attempt moves to the next upstream. Every query ends with an
 // answer or SERVFAIL carrying an Extended DNS Error, never silence.
 import { AnswerInfo, analyzeAnswer, AnswerError, rewriteOpt } from '../dns/answer.js';
-import { writeHeaderOnlyReply, Rcode, EDNS_OPT_ECS, TYPE_OPT, readU16 } from '../dns/wire.js';
+import { writeHeaderOnlyReply, Rcode, EDNS_OPT_ECS, EDNS_OPT_KEEPALIVE, TYPE_OPT, readU16 } from '../dns/wire.js';
 import type { Stage, Next } from './chain.js';
 import type { QueryContext } from './context.js';
 import type { Upstream, UpstreamHandler, UpstreamErrorReason } from '../upstream/types.js';
@@ -150,7 +150,10 @@ export function buildUpstreamQuery(ctx: QueryContext, opts: Pick<ForwardOptions,
     const optEnd = q.optStart + q.optLen;
     while (p + 4 <= optEnd) {
       const code = readU16(src, p), olen = readU16(src, p + 2);
-      const keep = !(code === EDNS_OPT_ECS && opts.ecs === 'strip') && code !== 12;
+      // Hop-by-hop options stay on the client's hop: ECS (unless configured), padding (redone below for
+      // this hop) and edns-tcp-keepalive (RFC 7828: about the client's TCP connection with us). Every
+      // other option, known or not, goes upstream as the client sent it.
+      const keep = !(code === EDNS_OPT_ECS && opts.ecs === 'strip') && code !== 12 && code !== EDNS_OPT_KEEPALIVE;
       if (keep) { src.copy(body, o, p, p + 4 + olen); o += 4 + olen; }
       p += 4 + olen;
     }
