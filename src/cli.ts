@@ -5,6 +5,7 @@ import { loadConfigFile } from './config/load.js';
 import { DnsServer, defaultLog } from './server.js';
 import { ConfigError, DnsTproxyError } from './errors.js';
 import type { Config } from './config/types.js';
+import { isWorker, runPrimary, runWorker, workerCount } from './workers.js';
 
 const USAGE = `usage:
   dns-tproxy run --config FILE [--manage-network]   serve (SIGHUP reloads, SIGTERM drains)
@@ -44,11 +45,37 @@ async function main(argv: string[]): Promise<number> {
 async function run(file: string, manageNetwork: boolean): Promise<number> {
   const cfg = loadConfigFile(file);
   const log = defaultLog;
+  if (isWorker()) {
+    const server = await runWorker(cfg, log);
+    handleSignals(file, log, server, null);
+    return new Promise<number>(() => { /* runs until a signal */ });
+  }
+  const n = workerCount(cfg);
   const net = manageNetwork ? await import('./network/cli-glue.js') : null;
+  if (n > 1) {
+    const primary = await runPrimary(cfg, n, log);
+    if (net) await net.upForRun(cfg, log);
+    process.on('SIGHUP', () => primary.reload());
+    const stop = async (sig: string) => {
+      log('info', 'stopping workers', { signal: sig });
+      await primary.stop();
+      if (net) await net.downForExit(cfg, log);
+      log('info', 'stopped');
+      process.exit(0);
+    };
+    process.on('SIGTERM', () => void stop('SIGTERM'));
+    process.on('SIGINT', () => void stop('SIGINT'));
+    return new Promise<number>(() => { /* runs until a signal */ });
+  }
   const server = new DnsServer(cfg, log);
   await server.start();
   // After the listeners are bound, so intercepted traffic never meets a missing socket.
   if (net) await net.upForRun(cfg, log);
+  handleSignals(file, log, server, net ? () => net.downForExit(cfg, log) : null);
+  return new Promise<number>(() => { /* runs until a signal */ });
+}
+
+function handleSignals(file: string, log: typeof defaultLog, server: DnsServer, onExit: (() => Promise<void>) | null): void {
   let stopping = false;
   process.on('SIGHUP', () => {
     try {
@@ -65,13 +92,12 @@ async function run(file: string, manageNetwork: boolean): Promise<number> {
     stopping = true;
     log('info', 'draining', { signal: sig, inflight: server.inflight });
     await server.drain();
-    if (net) await net.downForExit(cfg, log);
+    if (onExit) await onExit();
     log('info', 'stopped', { drainTimeouts: server.drainTimeouts });
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
-  return new Promise<number>(() => { /* runs until a signal */ });
 }
 
 async function network(sub: string | undefined, cfg: Config): Promise<number> {

@@ -36,6 +36,14 @@ export const defaultLog: LogFn = (level, msg, fields) => {
   process.stderr.write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }) + '\n');
 };
 
+/**
+ * How this process serves: alone, or as one of several workers that share the listening ports through
+ * SO_REUSEPORT (the kernel spreads flows across them). Transparent TCP, a small share of DNS, stays on
+ * one worker; HTTP (metrics, admin) is served by the primary process, which aggregates the workers.
+ */
+export interface ServerRole { reusePort: boolean; tcp: boolean; http: boolean }
+export const SINGLE_PROCESS: ServerRole = { reusePort: false, tcp: true, http: true };
+
 /** A responder for background refreshes: their answers feed the cache and go nowhere else. */
 const internalResponder: Responder = {
   transport: 'internal' as never,
@@ -68,7 +76,7 @@ export class DnsServer {
   reloads = 0;
   reloadFailures = 0;
 
-  constructor(public config: Config, readonly log: LogFn = defaultLog) {
+  constructor(public config: Config, readonly log: LogFn = defaultLog, readonly role: ServerRole = SINGLE_PROCESS) {
     const up = config.upstream;
     // Waiting queries (upstream in flight + coalesced waiters) are bounded by the pool; the forward
     // stage's own cap keeps upstream load bounded within that.
@@ -137,14 +145,15 @@ export class DnsServer {
     }
     const plainAcl = new ClientAcl(cfg.listen.plainAllow);
     try {
-      if (cfg.listen.tproxy.udp) this.udp.push(new UdpListener('tproxy-udp', { address: cfg.listen.tproxy.udp, transparent: true }, this.chain, this.pool));
-      for (const a of cfg.listen.plain) this.udp.push(new UdpListener(`plain-udp ${a}`, { address: a, transparent: false, acl: plainAcl }, this.chain, this.pool));
-      if (cfg.listen.tproxy.tcp) {
+      const reusePort = this.role.reusePort;
+      if (cfg.listen.tproxy.udp) this.udp.push(new UdpListener('tproxy-udp', { address: cfg.listen.tproxy.udp, transparent: true, reusePort }, this.chain, this.pool));
+      for (const a of cfg.listen.plain) this.udp.push(new UdpListener(`plain-udp ${a}`, { address: a, transparent: false, acl: plainAcl, reusePort }, this.chain, this.pool));
+      if (cfg.listen.tproxy.tcp && this.role.tcp) {
         const l = new TcpListener('tproxy-tcp', cfg.listen.tproxy.tcp, true, cfg.listen.tcp, this.chain, this.pool);
         await l.listen();
         this.tcp.push(l);
       }
-      for (const a of cfg.listen.plainTcp) {
+      for (const a of this.role.tcp ? cfg.listen.plainTcp : []) {
         const l = new TcpListener(`plain-tcp ${a}`, a, false, cfg.listen.tcp, this.chain, this.pool, plainAcl);
         await l.listen();
         this.tcp.push(l);
@@ -160,23 +169,22 @@ export class DnsServer {
     for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
       this.registry.removeSingleMetric(`dns_tproxy_${name}`);
     }
-    if (cfg.metrics.listen) {
+    if (cfg.metrics.listen && this.role.http) {
       this.http = await startHttp(cfg.metrics.listen, {
         registry: this.registry,
         ready: () => this.readiness(),
         flushCache: (name) => this.cache?.flush(name) ?? 0,
-        json: {
-          '/stats/top': () => ({
-            sampleEvery: this.top?.sampleEvery ?? 0,
-            clients: this.top?.clients.top(50) ?? [], names: this.top?.names.top(50) ?? [],
-          }),
-        },
+        json: { '/stats/top': () => this.topSnapshot() },
       });
     }
     this.log('info', 'listening', {
       udp: this.udp.map((u) => u.name), tcp: this.tcp.map((t) => t.name), upstreams: cfg.upstreams.map((u) => u.url),
       metrics: cfg.metrics.listen ?? null,
     });
+  }
+
+  topSnapshot(): { sampleEvery: number; clients: unknown[]; names: unknown[] } {
+    return { sampleEvery: this.top?.sampleEvery ?? 0, clients: this.top?.clients.top(50) ?? [], names: this.top?.names.top(50) ?? [] };
   }
 
   readiness(): { ready: boolean; reasons: string[] } {

@@ -8,6 +8,8 @@ export interface HttpEndpoints {
   ready: () => { ready: boolean; reasons: string[] };
   /** Admin: POST /admin/cache/flush[?name=NAME] → number of entries removed. */
   flushCache?: (name?: string) => number;
+  /** The same, answered by other processes (workers). */
+  flushCacheAsync?: (name?: string) => Promise<number>;
   /** Extra JSON endpoints, e.g. /stats/top. */
   json?: Record<string, () => unknown>;
 }
@@ -26,8 +28,9 @@ export function startHttp(listen: string, ep: HttpEndpoints): Promise<http.Serve
       } else if (url.pathname === '/readyz') {
         const r = ep.ready();
         res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(r.ready ? 'ready\n' : `not ready: ${r.reasons.join('; ')}\n`);
-      } else if (url.pathname === '/admin/cache/flush' && req.method === 'POST' && ep.flushCache) {
-        const n = ep.flushCache(url.searchParams.get('name') ?? undefined);
+      } else if (url.pathname === '/admin/cache/flush' && req.method === 'POST' && (ep.flushCache || ep.flushCacheAsync)) {
+        const name = url.searchParams.get('name') ?? undefined;
+        const n = ep.flushCache ? ep.flushCache(name) : await ep.flushCacheAsync!(name);
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ flushed: n }) + '\n');
       } else if (ep.json && ep.json[url.pathname] && req.method === 'GET') {
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(ep.json[url.pathname]()) + '\n');
