@@ -1,17 +1,19 @@
 // `workers: N|auto`: N processes, each with its own SO_REUSEPORT transparent socket, cache and upstream
 // connections. Processes rather than worker_threads: each owns its fds and addon state outright, and a
-// crash takes down one worker, which the primary restarts. Each worker keeps its own cache, so a name
+// crash takes down one worker, which the primary restarts. child_process.fork rather than cluster:
+// cluster routes a worker's listen({fd}) through the primary, which cannot adopt our transparent fd. Each worker keeps its own cache, so a name
 // is cached once per worker that sees it (the kernel hashes each client flow to one worker, so a
 // client mostly meets a warm cache). The primary serves /metrics (summed over workers), /readyz and
 // admin, and forwards SIGHUP/SIGTERM.
-import cluster, { type Worker } from 'node:cluster';
+import { fork as forkProcess, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import type { Config } from './config/types.js';
 import { DnsServer, type LogFn } from './server.js';
 import { startHttp } from './metrics/http.js';
 
-type Request = { kind: 'ready' } | { kind: 'flush'; name?: string } | { kind: 'top' };
+type Request = { kind: 'ready' } | { kind: 'flush'; name?: string } | { kind: 'top' } | { kind: 'metrics' };
+type Worker = ChildProcess;
 type Message = { dnsTproxy: 'req'; id: number; req: Request } | { dnsTproxy: 'res'; id: number; body: unknown } | { dnsTproxy: 'up' };
 
 export function workerCount(cfg: Config): number {
@@ -26,7 +28,9 @@ export async function runPrimary(cfg: Config, n: number, log: LogFn): Promise<{ 
   let nextId = 1;
   const pending = new Map<number, (body: unknown) => void>();
   const fork = (index: number): Worker => {
-    const w = cluster.fork({ DNS_TPROXY_WORKER_INDEX: String(index) });
+    const w = forkProcess(process.argv[1], process.argv.slice(2), {
+      env: { ...process.env, DNS_TPROXY_WORKER_INDEX: String(index) }, execArgv: process.execArgv, stdio: 'inherit',
+    });
     w.on('message', (m: Message) => {
       if (m?.dnsTproxy === 'res') { pending.get(m.id)?.(m.body); pending.delete(m.id); }
     });
@@ -48,7 +52,6 @@ export async function runPrimary(cfg: Config, n: number, log: LogFn): Promise<{ 
     pending.set(id, (b) => { clearTimeout(timer); resolve(b); });
     w.send({ dnsTproxy: 'req', id, req } satisfies Message);
   })));
-  const aggregator = new AggregatorRegistry();
   let http: Awaited<ReturnType<typeof startHttp>> | null = null;
   if (cfg.metrics.listen) {
     // Readiness and top-k are answered from the last poll so that HTTP handlers stay synchronous.
@@ -65,8 +68,8 @@ export async function runPrimary(cfg: Config, n: number, log: LogFn): Promise<{ 
     timer.unref();
     http = await startHttp(cfg.metrics.listen, {
       registry: {
-        metrics: () => aggregator.clusterMetrics(),
-        contentType: aggregator.contentType,
+        metrics: async () => AggregatorRegistry.aggregate((await ask({ kind: 'metrics' })).filter(Boolean) as never).metrics(),
+        contentType: AggregatorRegistry.PROMETHEUS_CONTENT_TYPE,
       } as unknown as import('prom-client').Registry,
       ready: () => lastReady,
       flushCacheAsync: async (name) => ((await ask({ kind: 'flush', name })) as number[]).reduce((a, b) => a + (b ?? 0), 0),
@@ -75,13 +78,13 @@ export async function runPrimary(cfg: Config, n: number, log: LogFn): Promise<{ 
   }
   log('info', 'workers started', { workers: n });
   return {
-    reload() { for (const w of workers) w.process.kill('SIGHUP'); },
+    reload() { for (const w of workers) w.kill('SIGHUP'); },
     async stop() {
       stopping = true;
       await Promise.all(workers.map((w) => new Promise<void>((resolve) => {
-        if (w.isDead()) { resolve(); return; }
+        if (w.exitCode !== null || w.signalCode !== null) { resolve(); return; }
         w.once('exit', () => resolve());
-        w.process.kill('SIGTERM');
+        w.kill('SIGTERM');
       })));
       if (http) await new Promise<void>((r) => http!.close(() => r()));
     },
@@ -94,17 +97,19 @@ export async function runWorker(cfg: Config, log: LogFn): Promise<DnsServer> {
   const server = new DnsServer(cfg, (level, msg, fields) => log(level, msg, { worker: index, ...fields }),
     { reusePort: true, tcp: index === 0, http: false });
   await server.start();
-  AggregatorRegistry.setRegistries([server.registry]);
-  process.on('message', (m: Message) => {
+  process.on('message', async (m: Message) => {
     if (m?.dnsTproxy !== 'req') return;
     let body: unknown = null;
-    if (m.req.kind === 'ready') body = server.readiness();
+    if (m.req.kind === 'metrics') body = await server.registry.getMetricsAsJSON();
+    else if (m.req.kind === 'ready') body = server.readiness();
     else if (m.req.kind === 'flush') body = server.cache?.flush(m.req.name) ?? 0;
     else if (m.req.kind === 'top') body = server.topSnapshot();
     process.send?.({ dnsTproxy: 'res', id: m.id, body } satisfies Message);
   });
+  // Without the primary nobody restarts or supervises us: finish what is in flight and go.
+  process.on('disconnect', () => { void server.drain().then(() => process.exit(0)); });
   process.send?.({ dnsTproxy: 'up' } satisfies Message);
   return server;
 }
 
-export const isWorker = (): boolean => cluster.isWorker;
+export const isWorker = (): boolean => process.env.DNS_TPROXY_WORKER_INDEX !== undefined && typeof process.send === 'function';

@@ -6,7 +6,12 @@ export class CollectedMetric {
   readonly aggregator = 'sum';
   constructor(readonly name: string, readonly help: string, readonly type: 'counter' | 'gauge' | 'histogram',
     private readonly read: () => Sample[]) {}
-  get() { return { name: this.name, help: this.help, type: this.type, values: this.read(), aggregator: this.aggregator }; }
+  get() {
+    // Every sample gets a labels object: the cluster aggregator (workers) reads it unconditionally.
+    const values = this.read();
+    for (const v of values) v.labels ??= {};
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
   reset(): void { /* values live in their owners */ }
 }
 
