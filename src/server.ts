@@ -12,7 +12,7 @@ import { buildChain, ChainRef } from './pipeline/build.js';
 import type { Chain } from './pipeline/chain.js';
 import { PacketCache } from './cache/packet-cache.js';
 import { ServerCounters } from './metrics/counters.js';
-import { createUpstreams } from './upstream/create.js';
+import { createUpstreams, poolOptions } from './upstream/create.js';
 import { UpstreamPool } from './upstream/pool.js';
 import { UdpListener } from './listen/udp.js';
 import { TcpListener } from './listen/tcp.js';
@@ -21,7 +21,7 @@ import { startHttp } from './metrics/http.js';
 import { registerServerMetrics } from './metrics/server-metrics.js';
 import { ListenError } from './errors.js';
 import { QueryLog, type QueryLogConfig } from './log/query-log.js';
-import { DnstapWriter, type DnstapConfig } from './log/dnstap.js';
+import type { DnstapWriter, DnstapConfig } from './log/dnstap.js';
 import { AuditObserver } from './pipeline/audit.js';
 import { TopK } from './metrics/topk.js';
 import { FilterStage, CnameInspectStage, type ZoneForwarder } from './pipeline/filter-stage.js';
@@ -72,6 +72,7 @@ export class DnsServer {
   queryLog: QueryLog | null = null;
   dnstap: DnstapWriter | null = null;
   top: { clients: TopK; names: TopK; sampleEvery: number } | null = null;
+  private audit: AuditObserver | null = null;
   drainTimeouts = 0;
   reloads = 0;
   reloadFailures = 0;
@@ -85,7 +86,7 @@ export class DnsServer {
     this.validate = new ValidateStage(this.ref.respond, (ctx) => this.sender.drop(ctx), config.listen.udpMaxSize);
     this.cache = config.cache.enabled ? new PacketCache(config.cache) : null;
     this.cacheStage = this.cache ? new CacheStage(this.cache, this.ref.respond, this.pool, internalResponder) : null;
-    this.upstreams = new UpstreamPool(createUpstreams(config), { strategy: up.strategy });
+    this.upstreams = new UpstreamPool(createUpstreams(config), poolOptions(config));
     this.forward = new ForwardStage(this.upstreams, this.ref.respond, {
       timeoutMs: up.timeoutMs, maxInflight: up.maxInflight, ecs: up.ecs, paddingBlock: up.paddingBlock,
     });
@@ -106,19 +107,26 @@ export class DnsServer {
         onError: (e) => this.log('warn', 'query log write failed; dropping entries until it recovers', { error: e.message }),
       });
     }
-    const tapCfg = config.dnstap as DnstapConfig | undefined;
-    if (tapCfg) {
-      this.dnstap = new DnstapWriter(tapCfg);
-      const tap = this.dnstap;
-      this.forward.onForwarded = (upstream, q, a, t0, t1) => {
-        tap.forwarderQuery(t0, upstream, q);
-        if (a) tap.forwarderResponse(t0, t1, upstream, q, a);
-      };
-    }
     const stats = (config.stats ?? {}) as { topK?: number; sampleEvery?: number };
     const k = stats.topK ?? 200;
     if (k > 0) this.top = { clients: new TopK(k), names: new TopK(k), sampleEvery: stats.sampleEvery ?? 8 };
-    if (this.queryLog || this.dnstap || this.top) this.sender.observers.push(new AuditObserver(this.queryLog, this.dnstap, this.top));
+    this.audit = new AuditObserver(this.queryLog, null, this.top);
+    if (this.queryLog || this.top) this.sender.observers.push(this.audit);
+  }
+
+  /** dnstap pulls in protobufjs, so it loads only when configured. */
+  private async setupDnstap(config: Config): Promise<void> {
+    const tapCfg = config.dnstap as DnstapConfig | undefined;
+    if (!tapCfg) return;
+    const { DnstapWriter } = await import('./log/dnstap.js');
+    const tap = new DnstapWriter(tapCfg);
+    this.dnstap = tap;
+    this.audit!.tap = tap;
+    if (!this.sender.observers.includes(this.audit!)) this.sender.observers.push(this.audit!);
+    this.forward.onForwarded = (upstream, q, a, t0, t1) => {
+      tap.forwarderQuery(t0, upstream, q);
+      if (a) tap.forwarderResponse(t0, t1, upstream, q, a);
+    };
   }
 
   /** A forward stage of its own for each conditional-forwarding target, made on first use. */
@@ -138,6 +146,7 @@ export class DnsServer {
 
   async start(): Promise<void> {
     const cfg = this.config;
+    await this.setupDnstap(cfg);
     const fcfg = filterConfigOf(cfg);
     if (this.filterStage && fcfg) {
       // Lists load before any listener opens: no query is ever answered by a half-built policy.
@@ -212,7 +221,7 @@ export class DnsServer {
       });
     }
     const old = this.upstreams;
-    const pool = new UpstreamPool(createUpstreams(next), { strategy: next.upstream.strategy });
+    const pool = new UpstreamPool(createUpstreams(next), poolOptions(next));
     const forward = new ForwardStage(pool, this.ref.respond, {
       timeoutMs: next.upstream.timeoutMs, maxInflight: next.upstream.maxInflight, ecs: next.upstream.ecs, paddingBlock: next.upstream.paddingBlock,
     });

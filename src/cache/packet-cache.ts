@@ -20,18 +20,23 @@ export interface CacheConfig extends TtlPolicy {
 }
 
 export const DEFAULT_CACHE_CONFIG: CacheConfig = {
-  maxBytes: 64 * 1024 * 1024, maxEntries: 500_000, minTtl: 0, maxTtl: 86400, negativeTtl: 3600, servfailTtl: 5,
+  maxBytes: 64 * 1024 * 1024, maxEntries: 200_000, minTtl: 0, maxTtl: 86400, negativeTtl: 3600, servfailTtl: 5,
   staleMaxAge: 3600, optimistic: false, optimisticMaxAge: 600, prefetchThreshold: 0.1, prefetchMinHits: 2,
 };
 
 /** TTL written into stale answers (RFC 8767 4: "30 seconds is RECOMMENDED"). */
 export const STALE_TTL = 30;
 
+/**
+ * One cached answer. The wire bytes (ID 0, no OPT) and the offsets of its TTL fields are packed into a
+ * single latin1 string: at 100k entries a string costs a fraction of a Buffer plus a Uint16Array
+ * (each a separate object with its own backing store), and Buffer#latin1Write copies it out natively.
+ */
 export class CacheEntry {
   constructor(
-    /** The answer with ID 0 and without any OPT record. */
-    readonly wire: Buffer,
-    readonly ttlOffsets: Uint16Array,
+    /** wire bytes, then two bytes (big-endian) per TTL offset */
+    readonly data: string,
+    readonly wireLen: number,
     /** When it was stored, ms on the cache clock. */
     readonly storedAt: number,
     /** Effective TTL in seconds after min/max clamping. */
@@ -41,7 +46,13 @@ export class CacheEntry {
   ) {}
   hits = 0;
   prefetching = false;
-  get size(): number { return this.wire.length + this.ttlOffsets.byteLength + 96 + 64; }
+  get ttlCount(): number { return (this.data.length - this.wireLen) >> 1; }
+  ttlOffset(i: number): number {
+    const p = this.wireLen + 2 * i;
+    return (this.data.charCodeAt(p) << 8) | this.data.charCodeAt(p + 1);
+  }
+  /** Bytes charged to the cache: the string plus the entry, its key and the LRU's bookkeeping. */
+  get size(): number { return this.data.length + 160; }
 }
 
 /** Returned by lookup(): whether the entry is fresh, stale-servable, or unusable. */
@@ -102,24 +113,24 @@ export class PacketCache {
     let wireLen = len;
     let optStart = info.optStart, optEnd = info.optStart + info.optLen;
     if (optStart >= 0) wireLen -= info.optLen;
-    const wire = Buffer.allocUnsafe(wireLen);
-    const offs = new Uint16Array(info.ttlCount);
+    const buf = Buffer.allocUnsafe(wireLen + 2 * info.ttlCount);
     if (optStart >= 0) {
-      wire.set(ans.subarray(0, optStart), 0);
-      wire.set(ans.subarray(optEnd, len), optStart);
-      const ar = ((wire[10] << 8) | wire[11]) - 1;
-      wire[10] = ar >> 8; wire[11] = ar & 0xff;
-      wire[3] &= 0xf0; wire[3] |= info.rcode & 0x0f;
+      buf.set(ans.subarray(0, optStart), 0);
+      buf.set(ans.subarray(optEnd, len), optStart);
+      const ar = ((buf[10] << 8) | buf[11]) - 1;
+      buf[10] = ar >> 8; buf[11] = ar & 0xff;
+      buf[3] &= 0xf0; buf[3] |= info.rcode & 0x0f;
     } else {
-      wire.set(ans.subarray(0, len), 0);
+      buf.set(ans.subarray(0, len), 0);
       optStart = 0x10000; optEnd = 0x10000;
     }
     for (let i = 0; i < info.ttlCount; i++) {
       const o = info.ttlOffsets[i];
-      offs[i] = o > optStart ? o - (optEnd - optStart) : o;
+      const at = o > optStart ? o - (optEnd - optStart) : o;
+      buf[wireLen + 2 * i] = at >> 8; buf[wireLen + 2 * i + 1] = at & 0xff;
     }
-    wire[0] = 0; wire[1] = 0;
-    const e = new CacheEntry(wire, offs, this.now(), ttl, info.rcode & 0x0f, info.hasCname);
+    buf[0] = 0; buf[1] = 0;
+    const e = new CacheEntry(buf.toString('latin1'), wireLen, this.now(), ttl, info.rcode & 0x0f, info.hasCname);
     this.lru.set(key, e);
     this.inserts++;
     return e;
@@ -147,32 +158,28 @@ export class PacketCache {
    * question bytes (its 0x20 case), TTLs reduced by the entry's age (or STALE_TTL), and an OPT when the
    * client sent one. Returns the length.
    */
-  writeAnswer(e: CacheEntry, query: Uint8Array, qStart: number, q: ParsedQuery, out: Uint8Array, o: number,
+  writeAnswer(e: CacheEntry, query: Uint8Array, qStart: number, q: ParsedQuery, out: Buffer, o: number,
     stale: boolean, now = this.now()): number {
-    const w = e.wire;
-    const len = w.length;
-    out.set(w, o);
-    out[o] = query[qStart]; out[o + 1] = query[qStart + 1];
+    const len = e.wireLen;
+    out.write(e.data, o, len, 'latin1');
     // RD mirrors the client's; the rest of the flags are the upstream's.
-    out[o + 2] = (w[2] & 0xfe) | (query[qStart + 2] & 0x01);
+    out[o + 2] = (out[o + 2] & 0xfe) | (query[qStart + 2] & 0x01);
+    out[o] = query[qStart]; out[o + 1] = query[qStart + 1];
     for (let i = 12; i < q.questionEnd; i++) out[o + i] = query[qStart + i];
-    const offs = e.ttlOffsets;
+    const n = e.ttlCount;
     const cfg = this.config;
-    if (stale) {
-      for (let i = 0; i < offs.length; i++) {
-        const p = o + offs[i];
-        out[p] = 0; out[p + 1] = 0; out[p + 2] = 0; out[p + 3] = STALE_TTL;
-      }
-    } else {
-      const age = Math.floor((now - e.storedAt) / 1000);
-      for (let i = 0; i < offs.length; i++) {
-        let t = readU32(w, offs[i]);
+    const age = Math.floor((now - e.storedAt) / 1000);
+    for (let i = 0; i < n; i++) {
+      const p = o + e.ttlOffset(i);
+      let t: number;
+      if (stale) t = STALE_TTL;
+      else {
+        t = readU32(out, p);
         if (t < cfg.minTtl) t = cfg.minTtl; else if (t > cfg.maxTtl) t = cfg.maxTtl;
         t -= age;
         if (t < 0) t = 0;
-        const p = o + offs[i];
-        out[p] = t >>> 24; out[p + 1] = (t >>> 16) & 0xff; out[p + 2] = (t >>> 8) & 0xff; out[p + 3] = t & 0xff;
       }
+      out[p] = t >>> 24; out[p + 1] = (t >>> 16) & 0xff; out[p + 2] = (t >>> 8) & 0xff; out[p + 3] = t & 0xff;
     }
     let end = o + len;
     if (q.hasOpt) {

@@ -2,7 +2,13 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fetch } from 'undici';
+
+// undici is loaded on the first download: a config without url lists never pays its memory.
+let undiciFetch: typeof import('undici').fetch | null = null;
+async function lazyFetch(...args: Parameters<typeof import('undici').fetch>): ReturnType<typeof import('undici').fetch> {
+  undiciFetch ??= (await import('undici')).fetch;
+  return undiciFetch(...args);
+}
 
 export interface CacheMeta {
   url: string;
@@ -59,7 +65,7 @@ export async function fetchList(
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(new Error(`timeout after ${timeoutMs} ms`)), timeoutMs);
   try {
-    const res = await fetch(url, { headers, signal: ac.signal, redirect: 'follow' });
+    const res = await lazyFetch(url, { headers, signal: ac.signal, redirect: 'follow' });
     if (res.status === 304) {
       await res.body?.cancel().catch(() => {});
       return { status: 'not-modified' };

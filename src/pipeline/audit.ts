@@ -11,7 +11,7 @@ import type { DnstapWriter } from '../log/dnstap.js';
 import { TopK } from '../metrics/topk.js';
 
 export class AuditObserver implements QueryObserver {
-  constructor(private readonly log: QueryLog | null, private readonly tap: DnstapWriter | null,
+  constructor(private readonly log: QueryLog | null, public tap: DnstapWriter | null,
     private readonly top: { clients: TopK; names: TopK; sampleEvery: number } | null) {}
   private sampleCount = 0;
 

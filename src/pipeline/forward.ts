@@ -1,11 +1,19 @@
 // The last stage: everything that could answer without the network has had its turn. Each query gets
-// an overall deadline; within it a failed attempt moves to the next upstream. Every query ends with an
-// answer or SERVFAIL carrying an Extended DNS Error, never silence.
+// an overall deadline (upstream.timeoutMs, default 2 s). Within it:
+//   - a failed attempt (error, invalid answer) moves at once to the next upstream the pool picks;
+//   - an attempt with no answer after the pool's hedge delay (max(hedgeMs = 300 ms, 2 × that upstream's
+//     latency EWMA)) is hedged: the next upstream is asked as well, the first valid answer wins and the
+//     other request is cancelled. The slow upstream gets a soft failure, so a frozen upstream leaves
+//     rotation after a few queries while those queries are still answered in ~hedge delay;
+//   - the `parallel` strategy, and half-open probes, send to two upstreams at once.
+// Every query ends with an answer or SERVFAIL carrying an Extended DNS Error (22 when attempts timed
+// out, 23 when they failed), never silence; the cache stage turns that SERVFAIL into a stale answer
+// when it has one (ctx.upstreamFailed).
 import { AnswerInfo, analyzeAnswer, AnswerError, rewriteOpt } from '../dns/answer.js';
 import { writeHeaderOnlyReply, Rcode, EDNS_OPT_ECS, EDNS_OPT_KEEPALIVE, TYPE_OPT, readU16 } from '../dns/wire.js';
 import type { Stage, Next } from './chain.js';
 import type { QueryContext } from './context.js';
-import type { Upstream, UpstreamHandler, UpstreamErrorReason } from '../upstream/types.js';
+import type { Upstream, UpstreamHandler, UpstreamErrorReason, UpstreamCall } from '../upstream/types.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 
 export interface ForwardOptions {
@@ -22,29 +30,44 @@ export interface ForwardOptions {
 /** RFC 8914: 22 No Reachable Authority (every upstream timed out), 23 Network Error (they failed). */
 const EDE_NO_REACHABLE_AUTHORITY = 22;
 const EDE_NETWORK_ERROR = 23;
+/** How often hedge delays and the overall deadline are checked (one timer for all queries). */
+const SWEEP_MS = 10;
 
-class Attempt {
+interface Outstanding { i: number; call: UpstreamCall | void; started: number; hedgeAt: number }
+
+/** One query's journey upstream; also the handler the transports call back, so a late answer for a
+ * query that is already done (its context possibly reused) is recognised and only feeds health. */
+class Attempt implements UpstreamHandler {
+  /** Bit mask of upstreams asked so far. */
   tried = 0;
   lastError: UpstreamErrorReason | null = null;
-  constructor(readonly deadline: number, readonly wire: Buffer) {}
+  readonly out: Outstanding[] = [];
+  finished = false;
+  hedged = false;
+  constructor(readonly stage: ForwardStage, readonly ctx: QueryContext, readonly deadline: number, readonly wire: Buffer) {}
+
+  onUpstreamResult(_ctx: QueryContext, upstream: Upstream, answer: Buffer | null, error: UpstreamErrorReason | null, latencyMs: number): void {
+    this.stage.result(this, upstream, answer, error, latencyMs);
+  }
 }
 
-const kAttempt = Symbol('attempt');
-type Tracked = QueryContext & { [kAttempt]?: Attempt };
-
-export class ForwardStage implements Stage, UpstreamHandler {
+export class ForwardStage implements Stage {
   readonly name = 'forward';
   inflight = 0;
   overCapacity = 0;
   invalidAnswers = 0;
   servfails = 0;
   retries = 0;
+  /** Extra requests sent because an attempt was slow (hedge) or by the parallel strategy / probes. */
+  hedges = 0;
   private readonly info = new AnswerInfo();
+  private readonly watching: Attempt[] = [];
+  private sweepTimer: NodeJS.Timeout | null = null;
   /** dnstap FORWARDER_QUERY/RESPONSE, when configured. */
   onForwarded: ((upstream: string, query: Uint8Array, answer: Uint8Array | null, tQuery: number, tResp: number) => void) | null = null;
 
   constructor(private readonly pool: UpstreamPool, private readonly respond: (ctx: QueryContext) => void,
-    private readonly opts: ForwardOptions) {}
+    private readonly opts: ForwardOptions, private readonly now: () => number = () => performance.now()) {}
 
   query(ctx: QueryContext, _next: Next): void {
     if (this.inflight >= this.opts.maxInflight) {
@@ -54,61 +77,116 @@ export class ForwardStage implements Stage, UpstreamHandler {
     }
     this.inflight++;
     const wire = buildUpstreamQuery(ctx, this.opts);
-    const a = new Attempt(performance.now() + this.opts.timeoutMs, wire);
-    (ctx as Tracked)[kAttempt] = a;
-    this.attempt(ctx, a);
+    const a = new Attempt(this, ctx, this.now() + this.opts.timeoutMs, wire);
+    this.watching.push(a);
+    if (!this.sweepTimer) {
+      this.sweepTimer = setInterval(() => this.sweep(), SWEEP_MS);
+      this.sweepTimer.unref();
+    }
+    const i = this.launch(a);
+    if (i < 0) { this.finish(a, null); return; }
+    // parallel strategy, or a half-open probe: a second upstream at once.
+    if (!a.finished && (this.pool.strategy === 'parallel' || this.pool.lastPickProbe)) {
+      if (this.launch(a) >= 0) this.hedges++;
+    }
   }
 
-  private attempt(ctx: QueryContext, a: Attempt): void {
+  /** Sends to the next upstream the pool picks; returns its index, or -1 when none is left. */
+  private launch(a: Attempt): number {
     const i = this.pool.pick(a.tried);
-    if (i < 0 || performance.now() >= a.deadline) { this.done(ctx, null); return; }
+    if (i < 0) return -1;
+    const first = a.tried === 0;
     a.tried |= 1 << i;
     const up = this.pool.upstreams[i];
-    ctx.upstream = up.name;
-    // Each attempt gets its own copy: a timed-out transport may still hold the previous one.
-    up.send(a.tried === 1 << i ? a.wire : Buffer.from(a.wire), ctx, this, a.deadline);
+    const t = this.now();
+    const o: Outstanding = { i, call: undefined, started: t, hedgeAt: t + this.pool.hedgeDelay(i) };
+    a.out.push(o);
+    // Each request gets its own copy: transports may write their own ID into it, or hold it for a replay.
+    o.call = up.send(first ? a.wire : Buffer.from(a.wire), a.ctx, a, a.deadline);
+    return i;
   }
 
-  onUpstreamResult(ctx: QueryContext, upstream: Upstream, answer: Buffer | null, error: UpstreamErrorReason | null, latencyMs: number): void {
-    const a = (ctx as Tracked)[kAttempt];
-    if (!a) return;
+  /** Called by Attempt for every transport result. */
+  result(a: Attempt, upstream: Upstream, answer: Buffer | null, error: UpstreamErrorReason | null, latencyMs: number): void {
     const idx = this.pool.upstreams.indexOf(upstream);
-    if (this.onForwarded) {
+    const k = a.out.findIndex((o) => o.i === idx);
+    if (k >= 0) a.out.splice(k, 1);
+    const ctx = a.ctx;
+    if (this.onForwarded && !a.finished) {
       const now = Date.now();
       this.onForwarded(upstream.name, a.wire, answer, now - latencyMs, now);
     }
     if (answer) {
-      const err = analyzeAnswer(answer, answer.length, ctx.buf, 0, ctx.q, this.info);
+      const err = a.finished ? AnswerError.OK : analyzeAnswer(answer, answer.length, ctx.buf, 0, ctx.q, this.info);
       // DoH answers carry ID 0 (RFC 8484 4.1); anything else did not answer our question.
       if (err === AnswerError.OK && answer[0] === 0 && answer[1] === 0) {
-        this.pool.success(idx, latencyMs);
+        if (idx >= 0) this.pool.success(idx, latencyMs);
+        if (a.finished) return;
         const out = Buffer.allocUnsafe(answer.length + 64);
         const n = rewriteOpt(answer, answer.length, this.info, ctx.q, out, 0);
         out[0] = ctx.buf[0]; out[1] = ctx.buf[1];
+        ctx.upstream = upstream.name;
         ctx.setAnswer(out, 0, n);
-        this.done(ctx, out);
+        this.finish(a, out);
         return;
       }
       this.invalidAnswers++;
       upstream.stats.error('invalid_answer');
       error = 'invalid_answer';
     }
-    a.lastError = error;
-    this.pool.failure(idx);
-    if (performance.now() < a.deadline && this.pool.pick(a.tried) >= 0) {
-      this.retries++;
-      this.attempt(ctx, a);
-      return;
+    if (idx >= 0) this.pool.failure(idx);
+    if (a.finished) return;
+    // A timeout only counts as the reason when nothing else went wrong.
+    if (error !== 'timeout' || a.lastError === null) a.lastError = error;
+    if (this.now() < a.deadline) {
+      if (this.launch(a) >= 0) { this.retries++; return; }
     }
-    this.done(ctx, null);
+    if (a.out.length === 0) this.finish(a, null);
   }
 
-  private done(ctx: QueryContext, answered: Buffer | null): void {
-    const a = (ctx as Tracked)[kAttempt];
-    (ctx as Tracked)[kAttempt] = undefined;
+  /** Hedges slow attempts and enforces the deadline for transports that do not. */
+  private sweep(): void {
+    const list = this.watching;
+    const t = this.now();
+    let w = 0;
+    for (let r = 0; r < list.length; r++) {
+      const a = list[r];
+      if (a.finished) continue;
+      if (t >= a.deadline) {
+        a.lastError = a.lastError ?? 'timeout';
+        if (a.lastError === 'over_capacity') a.lastError = 'timeout';
+        this.finish(a, null);
+        continue;
+      }
+      for (let k = 0; k < a.out.length; k++) {
+        const o = a.out[k];
+        if (t < o.hedgeAt) continue;
+        o.hedgeAt = Infinity;
+        // Only when there is someone else to ask: a lone slow upstream is not marked down for it.
+        const before = a.tried;
+        if (this.launch(a) >= 0) {
+          this.hedges++;
+          this.pool.slow(o.i, t - o.started);
+        }
+        if (a.tried !== before) break;
+      }
+      list[w++] = a;
+    }
+    list.length = w;
+    if (w === 0 && this.sweepTimer) { clearInterval(this.sweepTimer); this.sweepTimer = null; }
+  }
+
+  private finish(a: Attempt, answered: Buffer | null): void {
+    if (a.finished) return;
+    a.finished = true;
+    // The losers: withdraw them so they neither cost the upstream nor call back.
+    for (const o of a.out) {
+      if (o.call) { o.call.cancel(); this.pool.cancelled(o.i); }
+    }
+    a.out.length = 0;
     this.inflight--;
-    if (answered) { this.respond(ctx); return; }
-    this.fail(ctx, a?.lastError ?? 'timeout');
+    if (answered) { this.respond(a.ctx); return; }
+    this.fail(a.ctx, a.lastError ?? 'timeout');
   }
 
   private fail(ctx: QueryContext, reason: UpstreamErrorReason): void {
@@ -119,6 +197,12 @@ export class ForwardStage implements Stage, UpstreamHandler {
     const n = writeHeaderOnlyReply(ctx.buf, 0, ctx.q, Rcode.SERVFAIL, out, 0, false, ede);
     ctx.setAnswer(out, 0, n);
     this.respond(ctx);
+  }
+
+  /** Stops the sweeper (the pool is closed separately). */
+  close(): void {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
   }
 }
 

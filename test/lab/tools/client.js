@@ -5,6 +5,11 @@
 //   seq SERVER[,SERVER2] PORT COUNT PREFIX                COUNT queries one at a time on connected sockets
 //   garbage SERVER PORT COUNT                             sends COUNT malformed datagrams
 //   same SERVER PORT COUNT NAME                           COUNT identical queries at once (coalescing)
+//   tcp SERVER PORT CONNS PREFIX [--pipeline N] [--timeout MS]
+//                                                         CONNS parallel TCP connections, each writing N queries
+//                                                         in one write; counts answers matched by ID and name
+//   slowtcp SERVER PORT MAXMS                             connects, sends one byte of a frame, then waits for the
+//                                                         server to close (up to MAXMS); prints how long it took
 import dgram from 'node:dgram';
 import net from 'node:net';
 import crypto from 'node:crypto';
@@ -159,6 +164,72 @@ async function garbage() {
   out({ sent });
 }
 
-const modes = { query, burst, garbage, same, seq };
+function tcpFrame(msg) {
+  const b = Buffer.alloc(msg.length + 2);
+  b.writeUInt16BE(msg.length, 0);
+  msg.copy(b, 2);
+  return b;
+}
+
+async function tcp() {
+  const [connsStr, prefix, ...flags] = rest;
+  const conns = Number(connsStr);
+  const per = flags.includes('--pipeline') ? Number(flags[flags.indexOf('--pipeline') + 1]) : 1;
+  const timeout = flags.includes('--timeout') ? Number(flags[flags.indexOf('--timeout') + 1]) : 10000;
+  let answered = 0, noerror = 0, wrong = 0, failedConns = 0;
+  const peers = new Set();
+  const started = Date.now();
+  await Promise.all(Array.from({ length: conns }, (_, c) => new Promise((resolve) => {
+    const pending = new Map();
+    const s = net.connect({ host: server, port });
+    let buf = Buffer.alloc(0);
+    let got = 0;
+    const t = setTimeout(() => { failedConns++; s.destroy(); resolve(); }, timeout);
+    const done = () => { clearTimeout(t); s.end(); resolve(); };
+    s.on('connect', () => {
+      peers.add(`${s.remoteAddress}#${s.remotePort}`);
+      const frames = [];
+      for (let i = 0; i < per; i++) {
+        const id = (c * per + i) & 0xffff;
+        const name = `${prefix}${c}-${i}.wild.test`;
+        pending.set(id, name);
+        frames.push(tcpFrame(encode(name, 'A', id, false)));
+      }
+      s.write(Buffer.concat(frames));
+    });
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        const m = buf.subarray(2, 2 + buf.readUInt16BE(0));
+        buf = buf.subarray(2 + m.length);
+        let p;
+        try { p = dnsPacket.decode(m); } catch { wrong++; continue; }
+        if (pending.get(p.id) !== p.questions[0]?.name.toLowerCase()) { wrong++; continue; }
+        pending.delete(p.id);
+        answered++; got++;
+        if (p.rcode === 'NOERROR' && p.answers.length > 0) noerror++;
+        if (got === per) done();
+      }
+    });
+    s.on('error', () => {});
+    s.on('close', () => { if (got < per) { clearTimeout(t); failedConns++; resolve(); } });
+  })));
+  out({ conns, sent: conns * per, answered, noerror, wrong, failedConns, peers: [...new Set([...peers].map((p) => p.split('#')[0]))], ms: Date.now() - started });
+}
+
+async function slowtcp() {
+  const max = Number(rest[0]);
+  const s = net.connect({ host: server, port });
+  const r = await new Promise((resolve) => {
+    let sentAt = 0;
+    const t = setTimeout(() => { s.destroy(); resolve({ closed: false }); }, max);
+    s.on('connect', () => { sentAt = Date.now(); s.write(Buffer.from([0x01])); });
+    s.on('error', () => {});
+    s.on('close', () => { clearTimeout(t); resolve({ closed: true, afterMs: Date.now() - sentAt }); });
+  });
+  out(r);
+}
+
+const modes = { query, burst, garbage, same, seq, tcp, slowtcp };
 if (!modes[mode]) { process.stderr.write(`unknown mode ${mode}\n`); process.exit(2); }
 await modes[mode]();
