@@ -12,7 +12,8 @@ import { buildChain, ChainRef } from './pipeline/build.js';
 import type { Chain } from './pipeline/chain.js';
 import { PacketCache } from './cache/packet-cache.js';
 import { ServerCounters } from './metrics/counters.js';
-import { createUpstreams, poolOptions } from './upstream/create.js';
+import { createUpstream, createUpstreams, poolOptions } from './upstream/create.js';
+import { BootstrapResolver } from './upstream/bootstrap.js';
 import { UpstreamPool } from './upstream/pool.js';
 import { UdpListener } from './listen/udp.js';
 import { TcpListener } from './listen/tcp.js';
@@ -27,8 +28,7 @@ import { TopK } from './metrics/topk.js';
 import { FilterStage, CnameInspectStage, type ZoneForwarder } from './pipeline/filter-stage.js';
 import { FilterManager } from './filter/manager.js';
 import type { FilterConfig } from './filter/config.js';
-import { DohUpstream } from './upstream/doh.js';
-import { PlainDnsUpstream } from './upstream/plain.js';
+import { createRateLimitStage, type RateLimitStage, type LimitsConfig } from './pipeline/ratelimit.js';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 
@@ -59,7 +59,9 @@ export class DnsServer {
   readonly cache: PacketCache | null;
   readonly cacheStage: CacheStage | null;
   readonly filterStage: FilterStage | null;
+  readonly rateLimit: RateLimitStage | null;
   readonly cnameStage: CnameInspectStage | null;
+  private zoneBootstrap: BootstrapResolver | null = null;
   private readonly zoneForwarders = new Map<string, { stage: ForwardStage; pool: UpstreamPool }>();
   forward: ForwardStage;
   upstreams: UpstreamPool;
@@ -94,8 +96,11 @@ export class DnsServer {
     const filtering = filterConfigOf(config) !== null;
     this.filterStage = filtering ? new FilterStage(this.ref.respond, (url) => this.zoneForwarder(url)) : null;
     this.cnameStage = this.filterStage ? new CnameInspectStage(this.filterStage) : null;
+    const limits = config.limits as Partial<LimitsConfig> | undefined;
+    // Over-limit drops are not malformed input: release without counting them as such.
+    this.rateLimit = limits ? createRateLimitStage(limits, this.ref.respond, (ctx) => this.pool.release(ctx)) : null;
     this.chain = buildChain({
-      validate: this.validate, filter: this.filterStage, cache: this.cacheStage, cname: this.cnameStage, forward: this.forward,
+      ratelimit: this.rateLimit, validate: this.validate, filter: this.filterStage, cache: this.cacheStage, cname: this.cnameStage, forward: this.forward,
     }, this.sender);
     this.ref.chain = this.chain;
   }
@@ -133,7 +138,8 @@ export class DnsServer {
   private zoneForwarder(url: string): ZoneForwarder {
     let z = this.zoneForwarders.get(url);
     if (!z) {
-      const up = url.startsWith('https:') ? new DohUpstream({ url }) : new PlainDnsUpstream(url);
+      this.zoneBootstrap ??= new BootstrapResolver(this.config.bootstrap ?? []);
+      const up = createUpstream({ url }, this.config, this.zoneBootstrap);
       const pool = new UpstreamPool([up], { strategy: 'failover' });
       const o = this.config.upstream;
       z = { pool, stage: new ForwardStage(pool, this.ref.respond, { timeoutMs: o.timeoutMs, maxInflight: o.maxInflight, ecs: o.ecs, paddingBlock: url.startsWith('https:') || url.startsWith('tls:') ? o.paddingBlock : 0 }) };

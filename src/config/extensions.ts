@@ -4,6 +4,7 @@ import { queryLogSchema } from '../log/query-log.js';
 import { dnstapSchema } from '../log/dnstap.js';
 import { networkSchema } from '../network/index.js';
 import { filterConfigSchema } from '../filter/config.js';
+import { limitsSchema } from '../pipeline/ratelimit.js';
 
 export function extensionSchemas(): Record<string, object> {
   return {
@@ -11,6 +12,7 @@ export function extensionSchemas(): Record<string, object> {
     log: queryLogSchema,
     dnstap: dnstapSchema,
     network: networkSchema,
+    limits: limitsSchema,
     stats: {
       type: 'object', additionalProperties: false,
       properties: {

@@ -36,14 +36,22 @@ export const coreSchema = {
         url: { type: 'string', pattern: '^(https|udp|tcp|tls)://' },
         ca: { type: 'string' },
         name: { type: 'string' },
+        /** Fixed address for a hostname URL (TLS still checks the hostname). */
+        ip: { type: 'string' },
       },
     },
   },
+  /** Plain-DNS servers (IP or IP:port) that resolve upstream hostnames; never the system resolver. */
+  bootstrap: { type: 'array', items: { type: 'string' } },
   upstream: {
     type: 'object', additionalProperties: false,
     properties: {
       timeoutMs: { type: 'integer', minimum: 50, maximum: 60000 },
-      strategy: { enum: ['failover', 'round-robin', 'fastest'] },
+      strategy: { enum: ['fastest', 'failover', 'round-robin', 'parallel'] },
+      /** Floor of the hedge delay (max(hedgeMs, 2 x latency EWMA)); 0 disables hedging. */
+      hedgeMs: ms,
+      failureThreshold: { type: 'integer', minimum: 1 },
+      maxBackoffMs: { type: 'integer', minimum: 100 },
       maxInflight: { type: 'integer', minimum: 1 },
       ecs: { enum: ['strip', 'pass'] },
       paddingBlock: { type: 'integer', minimum: 0, maximum: 512 },

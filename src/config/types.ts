@@ -1,6 +1,6 @@
 import type { CacheConfig } from '../cache/packet-cache.js';
 
-export interface UpstreamConfig { url: string; ca?: string; name?: string }
+export interface UpstreamConfig { url: string; ca?: string; name?: string; ip?: string }
 
 export interface TcpLimits {
   idleTimeoutMs: number; readTimeoutMs: number; maxConnections: number; maxConnectionsPerClient: number;
@@ -18,9 +18,12 @@ export interface Config {
   };
   workers: number | 'auto';
   upstreams: UpstreamConfig[];
+  /** Plain-DNS servers resolving upstream hostnames. */
+  bootstrap: string[];
   upstream: {
-    timeoutMs: number; strategy: 'failover' | 'round-robin' | 'fastest'; maxInflight: number; ecs: 'strip' | 'pass';
+    timeoutMs: number; strategy: 'fastest' | 'failover' | 'round-robin' | 'parallel'; maxInflight: number; ecs: 'strip' | 'pass';
     paddingBlock: number; maxStreamsPerConnection: number; maxConnections: number; pingIntervalMs: number;
+    hedgeMs: number; failureThreshold: number; maxBackoffMs: number;
   };
   cache: CacheConfig & { enabled: boolean };
   metrics: { listen?: string; allowNonLoopback: boolean };

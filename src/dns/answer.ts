@@ -58,7 +58,9 @@ export function analyzeAnswer(ans: Uint8Array, len: number, query: Uint8Array, q
     const rd = p + 10;
     if (rd + rdlen > len) return AnswerError.MALFORMED;
     if (type === TYPE_OPT) {
-      if (info.optStart >= 0) return AnswerError.MALFORMED;
+      // RFC 6891 6.1.1: one OPT, owned by the root, in the additional section. Anything else would make
+      // stripping it corrupt the section counts.
+      if (info.optStart >= 0 || i < an + ns || p !== rr + 1) return AnswerError.MALFORMED;
       info.optStart = rr; info.optLen = rd + rdlen - rr;
       info.rcode |= ans[p + 4] << 4;
     } else {

@@ -326,6 +326,8 @@ export function checkDomainBytes(b: Uint8Array, s: number, e: number): number {
     if (c >= 128) return -2;
     return -1;
   }
+  // "name.." loses one dot above and would end in an empty label here: reject it like parseRule does.
+  if (label === 0) return -1;
   return e;
 }
 
@@ -417,8 +419,9 @@ export class ListParser {
         p++;
       }
       let e = le;
-      if (b[e - 1] === 94 /* ^ */) e--;
+      // Same order as parseRule: a trailing "|" end anchor first, then "^".
       if (e > p && b[e - 1] === 124 /* trailing | */) e--;
+      if (e > p && b[e - 1] === 94 /* ^ */) e--;
       if (b[p] === 42 && b[p + 1] === CH_DOT && scope === S_SUBTREE) return this.slow(b, ls, le);
       const r = checkDomainBytes(b, p, e);
       if (r > 0) return this.sink.addDomain(cls, scope, b, p, r);

@@ -31,6 +31,7 @@ export function registerServerMetrics(s: DnsServer): void {
     const sum = (f: (u: (typeof udp)[number]) => number) => udp.reduce((a, u) => a + f(u), 0);
     return [
       { labels: { reason: 'malformed' }, value: c.malformedDropped },
+      { labels: { reason: 'rate_limited' }, value: s.rateLimit?.dropped ?? 0 },
       { labels: { reason: 'queue_full' }, value: sum((u) => u.droppedBusy) + s.tcp.reduce((a, t) => a + t.stats.droppedBusy, 0) },
       { labels: { reason: 'acl' }, value: sum((u) => u.droppedAcl) },
       { labels: { reason: 'send_eagain' }, value: sum((u) => u.socket.stats.droppedEagain) },
@@ -53,6 +54,9 @@ export function registerServerMetrics(s: DnsServer): void {
   add('upstream_latency_seconds', 'Time from sending a query upstream to its answer.', 'histogram', () =>
     s.upstreams.upstreams.flatMap((u) => histogramSamples('dns_tproxy_upstream_latency_seconds', upstreamLabel(u.name), LATENCY_BUCKETS,
       u.stats.latencyBuckets, u.stats.latencySum, u.stats.latencyCount)));
+  add('upstream_replays_total', 'In-flight queries re-sent on a fresh connection after GOAWAY or a reset.', 'counter', () =>
+    s.upstreams.upstreams.map((u) => ({ labels: upstreamLabel(u.name), value: (u as { replays?: number }).replays ?? 0 })));
+  add('upstream_hedges_total', 'Extra attempts sent to another upstream because the first was slow.', 'counter', () => [{ value: s.forward.hedges }]);
   add('upstream_healthy', '1 when the upstream is in rotation, 0 while its circuit is open.', 'gauge', () => s.upstreams.upstreams.map((u) => ({ labels: upstreamLabel(u.name), value: u.healthy ? 1 : 0 })));
 
   if (s.cache) {
@@ -107,6 +111,13 @@ export function registerServerMetrics(s: DnsServer): void {
       (s.filter?.stats.lists ?? []).map((l) => ({ labels: { list: l.name }, value: (l.lastRefresh ?? 0) / 1000 })));
     add('list_refresh_failures_total', 'Failed downloads of each url list.', 'counter', () =>
       (s.filter?.stats.lists ?? []).map((l) => ({ labels: { list: l.name }, value: l.failures })));
+  }
+  if (s.rateLimit) {
+    const r = s.rateLimit;
+    add('rate_limited_total', 'Queries over their client\'s token bucket, by action taken.', 'counter', () => [
+      { labels: { action: 'drop' }, value: r.dropped }, { labels: { action: 'refused' }, value: r.refused }]);
+    add('rate_limit_clients', 'Clients tracked by the rate limiter.', 'gauge', () => [{ value: r.tracked }]);
+    add('rate_limit_evictions_total', 'Clients evicted from the rate-limit table to make room.', 'counter', () => [{ value: r.evictions }]);
   }
   add('drain_timeouts_total', 'Shutdowns whose drain timed out with queries still in flight.', 'counter', () => [{ value: s.drainTimeouts }]);
   add('config_reloads_total', 'Successful SIGHUP reloads.', 'counter', () => [{ value: s.reloads }]);

@@ -1,4 +1,6 @@
 // The one place the chain is assembled. Order, and why:
+//   0. (ratelimit) — first: it needs only the source address, so a flooding client costs one table
+//                  lookup per datagram (malformed ones too, which would otherwise each earn a FORMERR).
 //   1. validate  — everything after it reads the parsed question; malformed input stops here.
 //   2. (filter)  — policy needs only the question and the client; blocked names must never reach the
 //                  cache or the network, and the client's group becomes part of the cache key.
@@ -11,6 +13,7 @@ import { Chain, Stage } from './chain.js';
 import type { QueryContext } from './context.js';
 
 export interface ChainParts {
+  ratelimit?: Stage | null;
   validate: Stage;
   filter?: Stage | null;
   cache?: Stage | null;
@@ -19,7 +22,9 @@ export interface ChainParts {
 }
 
 export function buildChain(parts: ChainParts, sink: ConstructorParameters<typeof Chain>[1]): Chain {
-  const stages: Stage[] = [parts.validate];
+  const stages: Stage[] = [];
+  if (parts.ratelimit) stages.push(parts.ratelimit);
+  stages.push(parts.validate);
   if (parts.filter) stages.push(parts.filter);
   if (parts.cache) stages.push(parts.cache);
   if (parts.cname) stages.push(parts.cname);

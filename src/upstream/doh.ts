@@ -1,11 +1,18 @@
 // DNS over HTTPS (RFC 8484) on node:http2: POST application/dns-message, ID 0 on the wire. node:http2
 // was measured at several times undici's HTTP/2 request rate on this path (see README), so the query
 // path uses it; undici serves list downloads.
+//
+// Resilience: a connection that errors, closes or receives GOAWAY is marked dead at once and never
+// picked again; the requests it still carried are replayed (up to twice) on a fresh connection if the
+// deadline allows, instead of failing, so an upstream restart or a GOAWAY loses no query. Only when a new
+// connection cannot be made does the request fail with `connect` (and the forward stage goes to the next
+// upstream). Idle connections are PINGed so a dead path is found before a query needs it.
 import http2 from 'node:http2';
 import fs from 'node:fs';
 import tls from 'node:tls';
 import type { QueryContext } from '../pipeline/context.js';
-import { Upstream, UpstreamHandler, UpstreamStats, UpstreamErrorReason } from './types.js';
+import { Upstream, UpstreamHandler, UpstreamStats, UpstreamErrorReason, UpstreamCall } from './types.js';
+import { BootstrapResolver } from './bootstrap.js';
 
 export interface DohOptions {
   url: string;
@@ -20,21 +27,33 @@ export interface DohOptions {
   maxAnswerBytes?: number;
   /** HTTP/2 PING interval on idle connections, so dead ones are found before a query needs them. */
   pingIntervalMs?: number;
+  /** Fixed address for a hostname URL (TLS still verifies the hostname). */
+  ip?: string;
+  /** Resolves a hostname URL without the system resolver (see bootstrap.ts). */
+  bootstrap?: BootstrapResolver;
+  /** A connection not up within this long is abandoned (default 5000 ms). */
+  connectTimeoutMs?: number;
 }
 
 const MAX_DNS_MESSAGE = 65535;
 const { HTTP2_HEADER_METHOD, HTTP2_HEADER_PATH, HTTP2_HEADER_STATUS, HTTP2_HEADER_CONTENT_TYPE } = http2.constants;
 
+/** Replays of one request after its connection died under it. */
+const MAX_REPLAYS = 2;
+
 /** One in-flight request. Stream handlers are shared functions that find this through the stream. */
-class DohRequest {
+class DohRequest implements UpstreamCall {
   chunks: Buffer[] = [];
   bytes = 0;
   status = 0;
   contentType = '';
   done = false;
-  constructor(readonly upstream: DohUpstream, readonly conn: DohConnection, readonly ctx: QueryContext,
+  replays = 0;
+  constructor(readonly upstream: DohUpstream, public conn: DohConnection, readonly ctx: QueryContext,
     readonly handler: UpstreamHandler, readonly started: number, readonly deadline: number,
-    public stream: http2.ClientHttp2Stream | null) {}
+    public stream: http2.ClientHttp2Stream | null, readonly query: Buffer) {}
+
+  cancel(): void { this.upstream.cancel(this); }
 }
 
 const kRequest = Symbol('dohRequest');
@@ -47,6 +66,8 @@ class DohConnection {
   lastUsed = 0;
   /** Why the session failed, when it did: streams cancelled by it are classified by this. */
   sessionError = '';
+  /** The TLS handshake completed (requests lost after this are replayed; before it, `connect`). */
+  connected = false;
   constructor(readonly owner: DohUpstream) {}
 }
 
@@ -73,13 +94,27 @@ export class DohUpstream implements Upstream {
   /** Consecutive failures; the pool uses it for passive health. */
   consecutiveFailures = 0;
 
+  private readonly hostname: string;
+  private readonly lookup: http2.SecureClientSessionOptions['lookup'];
+  private readonly connectTimeoutMs: number;
+  private readonly bootstrap: BootstrapResolver | undefined;
+  replays = 0;
+
   constructor(opts: DohOptions) {
     const u = new URL(opts.url);
     if (u.protocol !== 'https:') throw new TypeError(`DoH upstream must be https: ${opts.url}`);
     this.name = opts.url;
     this.origin = u.origin;
     this.path = u.pathname + u.search;
+    this.hostname = u.hostname.replace(/^\[|\]$/g, '');
     this.tls = { ca: opts.ca ? [...tlsRootCertificates(), fs.readFileSync(opts.ca, 'utf8')] : undefined, servername: isIp(u.hostname) ? undefined : u.hostname };
+    // A hostname is never given to the system resolver (it may be us): a fixed IP or the bootstrap
+    // servers supply the address; without either, connecting fails with `connect`.
+    this.bootstrap = opts.bootstrap;
+    this.lookup = isIp(this.hostname) ? undefined
+      : opts.ip ? fixedLookup(opts.ip)
+        : (opts.bootstrap ?? new BootstrapResolver([])).lookup();
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
     this.maxStreams = opts.maxStreamsPerConnection ?? 100;
     this.maxConns = opts.maxConnections ?? 4;
     this.maxAnswer = opts.maxAnswerBytes ?? MAX_DNS_MESSAGE;
@@ -97,14 +132,20 @@ export class DohUpstream implements Upstream {
     }
   }
 
-  send(query: Buffer, ctx: QueryContext, handler: UpstreamHandler, deadline: number): void {
+  send(query: Buffer, ctx: QueryContext, handler: UpstreamHandler, deadline: number): UpstreamCall {
     const now = performance.now();
     this.stats.requests++;
     this.stats.inflight++;
-    const conn = this.pickConnection();
-    const req = new DohRequest(this, conn ?? this.noConnection, ctx, handler, now, deadline, null);
+    const req = new DohRequest(this, this.noConnection, ctx, handler, now, deadline, null, query);
     this.pending.add(req);
-    if (!conn) { this.fail(req, 'over_capacity'); return; }
+    this.dispatch(req);
+    return req;
+  }
+
+  /** Puts a request on a live (or new) connection. */
+  private dispatch(req: DohRequest): void {
+    const conn = this.closed ? null : this.pickConnection();
+    if (!conn) { this.fail(req, this.closed ? 'closed' : 'over_capacity'); return; }
     let stream: http2.ClientHttp2Stream;
     try {
       stream = conn.session!.request({
@@ -112,15 +153,17 @@ export class DohUpstream implements Upstream {
         [HTTP2_HEADER_PATH]: this.path,
         [HTTP2_HEADER_CONTENT_TYPE]: 'application/dns-message',
         accept: 'application/dns-message',
-        'content-length': query.length,
+        'content-length': req.query.length,
       });
     } catch {
       conn.dead = true;
+      if (this.replay(req)) return;
       this.fail(req, 'closed');
       return;
     }
     conn.active++;
-    conn.lastUsed = now;
+    conn.lastUsed = performance.now();
+    req.conn = conn;
     req.stream = stream;
     (stream as TaggedStream)[kRequest] = req;
     stream.on('response', onResponse);
@@ -128,7 +171,30 @@ export class DohUpstream implements Upstream {
     stream.on('end', onEnd);
     stream.on('error', onStreamError);
     stream.on('close', onClose);
-    stream.end(query);
+    stream.end(req.query);
+  }
+
+  /**
+   * The connection under `req` died before it was answered: send it again on a fresh connection when
+   * the connection had been up (a GOAWAY, reset or restart, not a refused connect) and time remains.
+   */
+  replay(req: DohRequest): boolean {
+    if (req.done || this.closed || req.replays >= MAX_REPLAYS || performance.now() >= req.deadline - 1) return false;
+    const old = req.conn;
+    if (old !== this.noConnection && !old.connected) return false;
+    old.dead = true;
+    if (req.stream) {
+      old.active = Math.max(0, old.active - 1);
+      const s = req.stream;
+      req.stream = null;
+      if (!s.destroyed) s.close(http2.constants.NGHTTP2_CANCEL);
+    }
+    req.replays++;
+    this.replays++;
+    req.chunks = []; req.bytes = 0; req.status = 0; req.contentType = '';
+    req.conn = this.noConnection;
+    this.dispatch(req);
+    return true;
   }
 
   /**
@@ -155,19 +221,53 @@ export class DohUpstream implements Upstream {
 
   private connect(): DohConnection {
     const conn = new DohConnection(this);
-    const session = http2.connect(this.origin, { ...this.tls, peerMaxConcurrentStreams: this.maxStreams });
+    const session = http2.connect(this.origin, { ...this.tls, lookup: this.lookup, peerMaxConcurrentStreams: this.maxStreams });
     conn.session = session;
-    const markDead = () => { conn.dead = true; };
-    session.on('connect', () => this.connectivity?.(true));
+    const timer = setTimeout(() => {
+      if (conn.connected || session.destroyed) return;
+      conn.dead = true;
+      conn.sessionError = 'ETIMEDOUT';
+      session.destroy();
+      if (!this.hasLiveConnection()) this.connectivity?.(false);
+    }, this.connectTimeoutMs);
+    timer.unref();
+    session.on('connect', () => { clearTimeout(timer); conn.connected = true; this.connectivity?.(true); });
     session.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
       conn.dead = true;
       conn.sessionError = err?.code ?? 'ERR';
-      if (!this.hasLiveConnection()) this.connectivity?.(false);
+      if (!conn.connected) {
+        // The address may be stale: resolve again before the next attempt.
+        this.bootstrap?.invalidate(this.hostname);
+        if (!this.hasLiveConnection()) this.connectivity?.(false);
+      }
+      // Dropped at once: no new stream goes to a session that has failed.
+      if (!session.destroyed) session.destroy();
     });
-    session.on('goaway', markDead);
-    session.on('close', markDead);
+    // GOAWAY: streams the server accepted finish; no new ones go here.
+    session.on('goaway', () => { conn.dead = true; });
+    session.on('close', () => { clearTimeout(timer); conn.dead = true; this.prune(); });
     this.conns.push(conn);
     return conn;
+  }
+
+  /** Forgets dead connections that carry no stream. */
+  private prune(): void {
+    for (let i = this.conns.length - 1; i >= 0; i--) {
+      const c = this.conns[i];
+      if (c.dead && c.active === 0) { this.conns.splice(i, 1); if (c.session && !c.session.destroyed) c.session.destroy(); }
+    }
+  }
+
+  /** Withdrawn by the forward stage (answered elsewhere): the handler is not called. */
+  cancel(req: DohRequest): void {
+    if (req.done) return;
+    req.done = true;
+    this.pending.delete(req);
+    req.conn.active = Math.max(0, req.conn.active - (req.stream ? 1 : 0));
+    this.stats.inflight--;
+    const s = req.stream;
+    if (s && !s.destroyed) s.close(http2.constants.NGHTTP2_CANCEL);
   }
 
   /** Answers or errors exactly once per request. */
@@ -239,13 +339,14 @@ export class DohUpstream implements Upstream {
 
 function onResponse(this: TaggedStream, headers: http2.IncomingHttpHeaders): void {
   const req = this[kRequest];
+  if (req.stream !== this) return;
   req.status = Number(headers[HTTP2_HEADER_STATUS]);
   req.contentType = String(headers[HTTP2_HEADER_CONTENT_TYPE] ?? '');
 }
 
 function onData(this: TaggedStream, chunk: Buffer): void {
   const req = this[kRequest];
-  if (req.done) return;
+  if (req.done || req.stream !== this) return;
   req.bytes += chunk.length;
   if (req.bytes > req.upstream['maxAnswer']) { req.upstream.fail(req, 'too_large'); return; }
   req.chunks.push(chunk);
@@ -253,7 +354,9 @@ function onData(this: TaggedStream, chunk: Buffer): void {
 
 function onEnd(this: TaggedStream): void {
   const req = this[kRequest];
-  if (req.done) return;
+  if (req.done || req.stream !== this) return;
+  // Ended without response headers: the connection went away under the stream.
+  if (req.status === 0) { if (!req.upstream.replay(req)) req.upstream.finish(req, null, req.conn.connected ? 'closed' : 'connect'); return; }
   if (req.status !== 200) { req.upstream.finish(req, null, 'http_status'); return; }
   if (!req.contentType.toLowerCase().startsWith('application/dns-message')) { req.upstream.finish(req, null, 'content_type'); return; }
   const body = req.chunks.length === 1 ? req.chunks[0] : Buffer.concat(req.chunks, req.bytes);
@@ -262,6 +365,7 @@ function onEnd(this: TaggedStream): void {
 
 function onStreamError(this: TaggedStream, err: NodeJS.ErrnoException): void {
   const req = this[kRequest];
+  if (req.done || req.stream !== this) return;
   // A stream cancelled because its session failed (TLS, refused) reports the session's reason.
   const code = req.conn.sessionError || ((err?.cause as NodeJS.ErrnoException | undefined)?.code ?? err?.code ?? '');
   const reason: UpstreamErrorReason = code === 'ERR_HTTP2_GOAWAY_SESSION' ? 'goaway'
@@ -269,15 +373,23 @@ function onStreamError(this: TaggedStream, err: NodeJS.ErrnoException): void {
       : code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code.startsWith('ERR_TLS') || code.includes('CERT') || code.includes('SELF_SIGNED') || code === 'ETIMEDOUT' || code === 'ENETUNREACH' ? 'connect'
         : 'reset';
   req.conn.dead = req.conn.dead || reason !== 'reset';
+  if (reason !== 'connect' && req.upstream.replay(req)) return;
   req.upstream.finish(req, null, reason);
 }
 
 function onClose(this: TaggedStream): void {
   const req = this[kRequest];
-  if (!req.done) req.upstream.finish(req, null, req.status ? 'reset' : 'closed');
+  if (req.done || req.stream !== this) return;
+  // Closed without an answer: the connection went away under it (or the server reset the stream).
+  if (req.upstream.replay(req)) return;
+  req.upstream.finish(req, null, req.conn.connected ? (req.status ? 'reset' : 'closed') : 'connect');
 }
 
 function isIp(host: string): boolean { return /^[\d.]+$/.test(host) || host.includes(':'); }
+
+function fixedLookup(ip: string): http2.SecureClientSessionOptions['lookup'] {
+  return new BootstrapResolver([]).lookup(ip);
+}
 
 /** An extra CA adds to the system roots rather than replacing them. */
 function tlsRootCertificates(): readonly string[] { return tls.rootCertificates; }

@@ -6,9 +6,16 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import crypto from 'node:crypto';
 import type { QueryContext } from '../pipeline/context.js';
-import { Upstream, UpstreamHandler, UpstreamStats, UpstreamErrorReason } from './types.js';
+import { Upstream, UpstreamHandler, UpstreamStats, UpstreamErrorReason, UpstreamCall } from './types.js';
 
-interface Pending { id: number; ctx: QueryContext; handler: UpstreamHandler; query: Buffer; started: number; deadline: number; done: boolean }
+class Pending implements UpstreamCall {
+  id = 0;
+  done = false;
+  tcp: net.Socket | null = null;
+  constructor(readonly owner: PlainDnsUpstream, readonly ctx: QueryContext, readonly handler: UpstreamHandler, readonly query: Buffer,
+    readonly started: number, readonly deadline: number) {}
+  cancel(): void { this.owner.cancel(this); }
+}
 
 export class PlainDnsUpstream implements Upstream {
   readonly name: string;
@@ -23,10 +30,12 @@ export class PlainDnsUpstream implements Upstream {
   private readonly randomIds = new Uint16Array(4096);
   private randomIdx = 4096;
 
-  constructor(url: string) {
+  /** `ip` stands in for a hostname in the URL (plain DNS never resolves names itself). */
+  constructor(url: string, opts: { ip?: string } = {}) {
     const u = new URL(url);
     this.name = url;
-    this.host = u.hostname.replace(/^\[|\]$/g, '');
+    this.host = opts.ip ?? u.hostname.replace(/^\[|\]$/g, '');
+    if (net.isIP(this.host) === 0) throw new TypeError(`plain DNS upstream needs an IP address (or ip:): ${url}`);
     this.port = Number(u.port || 53);
     this.tcpOnly = u.protocol === 'tcp:';
     this.sweepTimer = setInterval(() => this.sweep(), 25);
@@ -48,18 +57,28 @@ export class PlainDnsUpstream implements Upstream {
     return this.randomIds[this.randomIdx++];
   }
 
-  send(query: Buffer, ctx: QueryContext, handler: UpstreamHandler, deadline: number): void {
+  send(query: Buffer, ctx: QueryContext, handler: UpstreamHandler, deadline: number): UpstreamCall {
     this.stats.requests++;
     this.stats.inflight++;
-    const p: Pending = { id: 0, ctx, handler, query, started: performance.now(), deadline, done: false };
-    if (this.tcpOnly) { this.sendTcp(p); return; }
+    const p = new Pending(this, ctx, handler, query, performance.now(), deadline);
+    if (this.tcpOnly) { this.sendTcp(p); return p; }
     let id = this.nextId();
     for (let tries = 0; this.pending.has(id) && tries < 16; tries++) id = this.nextId();
-    if (this.pending.has(id)) { this.finish(p, null, 'over_capacity'); return; }
+    if (this.pending.has(id)) { this.finish(p, null, 'over_capacity'); return p; }
     p.id = id;
     query[0] = id >> 8; query[1] = id & 0xff;
     this.pending.set(id, p);
     this.socket().send(query, this.port, this.host, (err) => { if (err) this.finish(p, null, 'connect'); });
+    return p;
+  }
+
+  /** Withdrawn by the forward stage: forget it without calling back. */
+  cancel(p: Pending): void {
+    if (p.done) return;
+    p.done = true;
+    if (p.id >= 0) this.pending.delete(p.id);
+    this.stats.inflight--;
+    p.tcp?.destroy();
   }
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -79,6 +98,7 @@ export class PlainDnsUpstream implements Upstream {
     const q = p.query;
     q[0] = 0; q[1] = 0;
     const s = net.connect({ host: this.host, port: this.port });
+    p.tcp = s;
     let buf = Buffer.alloc(0);
     const done = (body: Buffer | null, err: UpstreamErrorReason | null) => { s.destroy(); this.finish(p, body, err); };
     s.setNoDelay(true);

@@ -36,12 +36,21 @@ export class UpstreamStats {
   }
 }
 
+/** A request in flight, returned by send() so that a query answered elsewhere can withdraw it. */
+export interface UpstreamCall {
+  /** Ends the request now; its handler is not called afterwards. */
+  cancel(): void;
+}
+
 export interface Upstream {
   readonly name: string;
   readonly stats: UpstreamStats;
   healthy: boolean;
-  /** `query` has ID 0 and is owned by the upstream from now on. */
-  send(query: Buffer, ctx: QueryContext, handler: UpstreamHandler, deadline: number): void;
+  /**
+   * `query` has ID 0 and is owned by the upstream from now on. Transports that can withdraw a request
+   * return a handle for it (hedged and parallel queries cancel the loser).
+   */
+  send(query: Buffer, ctx: QueryContext, handler: UpstreamHandler, deadline: number): UpstreamCall | void;
   /** Set by the pool on transports that can tell when they connect or fail to. */
   connectivity?: ((ok: boolean) => void) | null;
   close(): void;

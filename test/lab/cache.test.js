@@ -55,7 +55,9 @@ if (why) {
     t.match(stale, /EDE: 3 \(Stale Answer\)/);
     const m = nsExec(lab.gw, 'curl', ['-s', 'http://127.0.0.1:9153/metrics']);
     t.match(m, /^dns_tproxy_cache_stale_total [1-9]/m);
-    t.match(m, /^dns_tproxy_cache_coalesced_total [1-9]/m, 'coalesced counter');
+    // How many of the 100 coalesced and how many arrived after the answer (hits) depends on timing; the
+    // single upstream query above is what matters. The counter must exist.
+    t.match(m, /^dns_tproxy_cache_coalesced_total \d+/m, 'coalesced counter exported');
     await lab.startUnbound();
   });
 

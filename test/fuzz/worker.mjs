@@ -1,0 +1,119 @@
+// The fuzz loop, run in a worker thread so the parent can kill it when an input never returns. Before
+// each execution the input is copied into shared memory; the parent reads it from there on a hang.
+import { parentPort, workerData } from 'node:worker_threads';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { targets, targetNames, setCorpusQueries } from './targets.mjs';
+import { Rng, mutateDns, mutateBytes, mutateRules } from './mutate.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+if (!parentPort || !workerData) {
+  // Run directly (e.g. `tap test/fuzz`): nothing to do outside run.mjs.
+  process.stdout.write('1..0 # SKIP fuzz worker: started by run.mjs\n');
+  process.exit(0);
+}
+const { mode, seed = 1, executions = Infinity, seconds = Infinity, files = [], slowMs = 1000 } = workerData;
+const ctrl = new Int32Array(workerData.ctrl);
+const data = new Uint8Array(workerData.data);
+
+function load(dir) {
+  const d = path.join(HERE, 'corpus', dir);
+  return fs.existsSync(d) ? fs.readdirSync(d).sort().map((f) => fs.readFileSync(path.join(d, f))) : [];
+}
+
+const corpus = { query: load('query'), answer: load('answer'), tcp: load('tcp'), rules: load('rules') };
+setCorpusQueries(corpus.query);
+const answerBodies = corpus.answer.map((b) => b.subarray(1));
+const dnsSeeds = [...corpus.query, ...answerBodies];
+
+function frame(msgs) {
+  return Buffer.concat(msgs.flatMap((m) => { const h = Buffer.alloc(2); h.writeUInt16BE(Math.min(m.length, 0xffff)); return [h, m.subarray(0, 0xffff)]; }));
+}
+
+function makeInput(target, r) {
+  switch (target) {
+    case 'query': return mutateDns(r.pick(dnsSeeds), r, dnsSeeds);
+    case 'answer': {
+      const body = mutateDns(r.pick(answerBodies), r, answerBodies);
+      return Buffer.concat([Buffer.from([r.chance(0.8) ? r.int(200) : r.int(256)]), body]);
+    }
+    case 'tcp': {
+      const s = Buffer.alloc(4);
+      s.writeUInt32LE(r.u32());
+      if (r.chance(0.5)) return Buffer.concat([s, mutateBytes(r.pick(corpus.tcp).subarray(4), r)]);
+      const msgs = Array.from({ length: 1 + r.int(r.chance(0.1) ? 150 : 12) }, () => (r.chance(0.9) ? mutateDns(r.pick(corpus.query), r, corpus.query) : r.bytes(r.int(3))));
+      let body = frame(msgs);
+      if (r.chance(0.2)) body = body.subarray(0, r.int(body.length + 1)); // a partial last frame
+      if (r.chance(0.05)) body = Buffer.concat([body, Buffer.from([0xff, 0xff]), r.bytes(r.int(300))]); // a huge declared frame
+      return Buffer.concat([s, body]);
+    }
+    case 'rules': return mutateRules(r.pick(corpus.rules), r);
+    default: throw new Error(`unknown target ${target}`);
+  }
+}
+
+// Relative effort per target: the wire code is cheapest and most exposed.
+const WEIGHTS = { query: 40, answer: 35, tcp: 10, rules: 15 };
+const wheel = targetNames.flatMap((n) => Array(WEIGHTS[n] ?? 10).fill(n));
+
+function signature(target, msg) {
+  // Quoted text and numbers vary between inputs that hit the same bug.
+  const m = String(msg).split('\n')[0].replace(/"(?:[^"\\]|\\.)*"/g, 'S').replace(/\{[^}]*\}/g, '{..}').replace(/\/[^ ]*\//g, '/R/').replace(/\d+/g, 'N');
+  return `${target}: ${m.slice(0, 200)}`;
+}
+
+function runOne(target, input) {
+  ctrl[1] = targetNames.indexOf(target);
+  const n = Math.min(input.length, data.length);
+  data.set(input.subarray(0, n), 0);
+  ctrl[2] = n;
+  const t0 = performance.now();
+  let error = null;
+  try { targets[target].exec(input); } catch (e) { error = e; }
+  const took = performance.now() - t0;
+  Atomics.add(ctrl, 0, 1);
+  if (error) return { error: `${error.constructor?.name === 'Violation' ? '' : `${error.name}: `}${error.message}`, stack: String(error.stack ?? '').split('\n').slice(1, 6).join('\n') };
+  if (took > slowMs) {
+    const t1 = performance.now();
+    try { targets[target].exec(input); } catch { /* reported above if it threw */ }
+    const again = performance.now() - t1;
+    if (again > slowMs) return { error: `slow: ${Math.round(Math.min(took, again))} ms for one input (bound ${slowMs} ms)` };
+  }
+  return null;
+}
+
+if (mode === 'replay') {
+  const results = [];
+  for (const f of files) {
+    const input = fs.readFileSync(f.bin);
+    const res = runOne(f.target, input);
+    results.push({ file: f.bin, target: f.target, ok: res === null, error: res?.error ?? null });
+  }
+  parentPort.postMessage({ type: 'done', results });
+} else {
+  const r = new Rng(seed);
+  const until = performance.now() + seconds * 1000;
+  const perTarget = Object.fromEntries(targetNames.map((n) => [n, 0]));
+  const seen = new Set();
+  let i = 0;
+  for (; i < executions; i++) {
+    if ((i & 255) === 0) {
+      if (performance.now() > until) break;
+      // Let ticks and timers queued by the code under test (TCP uncork, deadlines) run, as they would.
+      if ((i & 1023) === 0) await new Promise((r) => setImmediate(r));
+    }
+    const target = r.pick(wheel);
+    const input = makeInput(target, r);
+    perTarget[target]++;
+    const res = runOne(target, input);
+    if (res) {
+      const sig = signature(target, res.error);
+      if (!seen.has(sig)) {
+        seen.add(sig);
+        parentPort.postMessage({ type: 'finding', target, signature: sig, error: res.error, stack: res.stack, input: Buffer.from(input).toString('base64') });
+      }
+    }
+  }
+  parentPort.postMessage({ type: 'done', executions: i, perTarget });
+}

@@ -1,0 +1,129 @@
+// Issue "Upstream resilience": two real unbound DoH upstreams (8443, 8444) behind dns-tproxy on the
+// TPROXY path. (a) one is SIGKILLed in the middle of a 5,000-query dnsperf run: nothing is lost;
+// (b) one is frozen (SIGSTOP): answers keep coming well under the deadline, it is reported unhealthy,
+// and it recovers after SIGCONT; (c) all down: SERVFAIL with EDE within the deadline, stale when cached;
+// (d) a restarted upstream is used again without restarting dns-tproxy.
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Lab, labUnavailable, baseConfig, nsExec, SERVER_V4, sleep, waitFor } from './lib.js';
+
+const why = labUnavailable(['dnsperf', 'curl']);
+if (why) {
+  t.comment(`skipping lab: ${why}`);
+  t.skip(why);
+} else {
+  const lab = new Lab().up();
+  t.teardown(() => lab.down());
+  const u1 = await lab.startUnbound({ port: 8443, name: 'unbound' });
+  const u2 = await lab.startUnbound({ port: 8444, name: 'unbound2' });
+  const url = (u) => `https://127.0.0.1:${u.port}/dns-query`;
+  const cfg = lab.writeConfig('two.yaml', baseConfig(lab, {
+    port: 53,
+    upstreams: [u1, u2].map((u) => `  - url: "${url(u)}"\n    ca: "${u.ca}"`),
+  }));
+  const srv = await lab.startServer(cfg);
+  const metrics = () => nsExec(lab.gw, 'curl', ['-s', 'http://127.0.0.1:9153/metrics']);
+  const healthy = (u) => {
+    const m = new RegExp(`^dns_tproxy_upstream_healthy\\{upstream="${url(u).replace(/[.]/g, '\\.')}"\\} (\\d)`, 'm').exec(metrics());
+    return m ? Number(m[1]) : -1;
+  };
+  const requests = (u) => Number(new RegExp(`^dns_tproxy_upstream_requests_total\\{upstream="${url(u).replace(/[.]/g, '\\.')}"\\} (\\d+)`, 'm').exec(metrics())?.[1] ?? -1);
+  const dig = (name, extra = []) => {
+    const t0 = Date.now();
+    const out = lab.dig([`@${SERVER_V4}`, name, 'A', '+tries=1', '+time=5', ...extra], true);
+    return { out, ms: Date.now() - t0 };
+  };
+  let seq = 0;
+  /** Runs dnsperf in the client namespace with `n` unique wild.test names; resolves with its stdout. */
+  const dnsperf = (n) => {
+    const file = path.join(lab.dir, `q${seq}.txt`);
+    const tag = `r${seq++}`;
+    fs.writeFileSync(file, Array.from({ length: n }, (_, i) => `${tag}-${i}.wild.test A`).join('\n') + '\n');
+    const log = path.join(lab.dir, `dnsperf-${tag}.log`);
+    const proc = lab.spawnIn(lab.client, 'dnsperf', ['-s', SERVER_V4, '-d', file, '-n', '1', '-q', '200', '-t', '5'], log);
+    return { proc, done: new Promise((r) => proc.once('exit', () => r(fs.readFileSync(log, 'utf8')))) };
+  };
+
+  t.test('both upstreams carry traffic and are healthy', async (t) => {
+    const out = await dnsperf(2000).done;
+    t.match(out, /Queries lost:\s+0 /);
+    t.equal(healthy(u1), 1);
+    t.equal(healthy(u2), 1);
+    t.ok(requests(u1) > 0 && requests(u2) > 0, `both used (${requests(u1)}, ${requests(u2)})`);
+  });
+
+  t.test('(a) first upstream SIGKILLed mid-run: 5000 queries, 0 lost, all NOERROR', async (t) => {
+    const before = requests(u1);
+    const run = dnsperf(5000);
+    const started = Date.now();
+    await sleep(250);
+    await lab.stop(u1.proc, 'SIGKILL');
+    const killedAt = Date.now() - started;
+    const out = await run.done;
+    t.comment(out.split('\n').filter((l) => /Queries|Response codes|Run time|Average Latency|Latency StdDev/.test(l)).join('\n'));
+    const runTime = Number(/Run time \(s\):\s+([\d.]+)/.exec(out)?.[1] ?? 0);
+    t.ok(runTime * 1000 > killedAt, `the kill (${killedAt} ms) happened during the run (${runTime} s)`);
+    t.ok(requests(u1) > before, 'the killed upstream was carrying queries');
+    t.match(out, /Queries completed:\s+5000 /, 'all completed');
+    t.match(out, /Queries lost:\s+0 /, 'zero lost');
+    t.match(out, /Response codes:\s+NOERROR 5000 \(100\.00%\)/, 'all NOERROR');
+    await waitFor(() => healthy(u1) === 0, 5000, 'killed upstream reported unhealthy');
+    t.equal(healthy(u1), 0, 'upstream_healthy 0 for the killed one');
+    t.equal(healthy(u2), 1);
+  });
+
+  t.test('(d) the killed upstream restarts: used again without restarting dns-tproxy', async (t) => {
+    await lab.startUnbound({ port: 8443, name: 'unbound' });
+    // The transport re-dials every 2 s while it has no connection.
+    await waitFor(() => healthy(u1) === 1, 10_000, 'restarted upstream healthy again');
+    t.equal(healthy(u1), 1);
+    const before = requests(u1);
+    const out = await dnsperf(1000).done;
+    t.match(out, /Queries lost:\s+0 /);
+    t.ok(requests(u1) > before, `restarted upstream gets queries again (${requests(u1) - before})`);
+    t.equal(srv.exitCode, null, 'same dns-tproxy process');
+  });
+
+  t.test('(b) one upstream frozen (SIGSTOP): answered well under the deadline; unhealthy; recovers after SIGCONT', async (t) => {
+    const frozen = lab.unbound2;
+    // Make sure the frozen one is the one queries prefer right now (lowest EWMA is not guaranteed).
+    frozen.proc.kill('SIGSTOP');
+    t.teardown(() => { try { frozen.proc.kill('SIGCONT'); } catch { /* gone */ } });
+    const times = [];
+    for (let i = 0; i < 30; i++) {
+      const r = dig(`frozen-${i}.wild.test`);
+      t.match(r.out, /status: NOERROR/, `query ${i} answered`);
+      times.push(r.ms);
+    }
+    times.sort((a, b) => a - b);
+    t.comment(`latency while frozen: median ${times[15]} ms, max ${times.at(-1)} ms`);
+    t.ok(times.at(-1) < 1000, `every query well under the 2 s deadline (max ${times.at(-1)} ms)`);
+    // The frozen one is marked down by the hedges (3 consecutive) — a few queries may be needed to
+    // route to it at all (exploration / probes).
+    await waitFor(async () => { dig(`frozen-w${seq++}.wild.test`); return healthy(u2) === 0; }, 20_000, 'frozen upstream unhealthy');
+    t.equal(healthy(u2), 0, 'dns_tproxy_upstream_healthy 0 for the frozen upstream');
+    const r = dig('while-down.wild.test');
+    t.ok(r.ms < 1000, `still answered fast (${r.ms} ms)`);
+    frozen.proc.kill('SIGCONT');
+    await waitFor(async () => { dig(`recover-${seq++}.wild.test`); await sleep(200); return healthy(u2) === 1; }, 45_000, 'frozen upstream healthy after SIGCONT');
+    t.equal(healthy(u2), 1, 'recovered');
+  });
+
+  t.test('(c) all upstreams down: SERVFAIL with EDE within the deadline; stale when cached', async (t) => {
+    // short.lab.test has TTL 2: cache it now, let it expire, then serve it stale.
+    t.match(dig('short.lab.test').out, /status: NOERROR/);
+    await lab.stop(lab.unbound.proc, 'SIGKILL');
+    await lab.stop(lab.unbound2.proc, 'SIGKILL');
+    await sleep(2500);
+    const r = dig('down-1.wild.test');
+    t.match(r.out, /status: SERVFAIL/, 'SERVFAIL, not silence');
+    t.match(r.out, /EDE: 2[23]/, 'with an Extended DNS Error');
+    t.ok(r.ms < 2500, `within the deadline (${r.ms} ms)`);
+    const stale = dig('short.lab.test');
+    t.match(stale.out, /status: NOERROR/, 'expired entry served stale');
+    t.match(stale.out, /short\.lab\.test\.\s+30\s+IN\s+A\s+192\.0\.2\.2/, 'stale TTL 30');
+    t.equal(healthy(u1), 0);
+    t.equal(healthy(u2), 0);
+  });
+}
