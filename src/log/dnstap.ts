@@ -206,6 +206,21 @@ export function describeUpstream(upstream: string, dohAsTcp = false): UpstreamIn
 
 type State = 'idle' | 'connecting' | 'handshake' | 'ready' | 'closing' | 'closed';
 
+/** The fields CLIENT_QUERY and CLIENT_RESPONSE share: who asked whom, over what, and when. */
+function clientSide(tQuery: number, family: 4 | 6, proto: 'udp' | 'tcp', client: string, clientPort: number, server: string, serverPort: number) {
+  const q = splitTime(tQuery);
+  return {
+    socketFamily: FAMILY[family],
+    socketProtocol: proto === 'tcp' ? SocketProtocol.TCP : SocketProtocol.UDP,
+    queryAddress: addressBytes(client, family),
+    queryPort: clientPort,
+    responseAddress: addressBytes(server, family),
+    responsePort: serverPort,
+    queryTimeSec: q.sec,
+    queryTimeNsec: q.nsec,
+  };
+}
+
 export class DnstapWriter {
   private readonly cfg: DnstapConfig;
   private readonly bound: number;
@@ -262,19 +277,7 @@ export class DnstapWriter {
   clientQuery(t: number, family: 4 | 6, proto: 'udp' | 'tcp', client: string, clientPort: number, server: string, serverPort: number, wire: Uint8Array): void {
     if (!this.want.clientQuery || !this.accepting()) return;
     try {
-      const q = splitTime(t);
-      this.enqueue({
-        type: MessageType.CLIENT_QUERY,
-        socketFamily: FAMILY[family],
-        socketProtocol: proto === 'tcp' ? SocketProtocol.TCP : SocketProtocol.UDP,
-        queryAddress: addressBytes(client, family),
-        queryPort: clientPort,
-        responseAddress: addressBytes(server, family),
-        responsePort: serverPort,
-        queryTimeSec: q.sec,
-        queryTimeNsec: q.nsec,
-        queryMessage: wire,
-      });
+      this.enqueue({ type: MessageType.CLIENT_QUERY, ...clientSide(t, family, proto, client, clientPort, server, serverPort), queryMessage: wire });
     } catch {
       this.s.dropped++;
     }
@@ -283,18 +286,10 @@ export class DnstapWriter {
   clientResponse(tQuery: number, tResp: number, family: 4 | 6, proto: 'udp' | 'tcp', client: string, clientPort: number, server: string, serverPort: number, queryWire: Uint8Array | null, responseWire: Uint8Array): void {
     if (!this.want.clientResponse || !this.accepting()) return;
     try {
-      const q = splitTime(tQuery);
       const r = splitTime(tResp);
       this.enqueue({
         type: MessageType.CLIENT_RESPONSE,
-        socketFamily: FAMILY[family],
-        socketProtocol: proto === 'tcp' ? SocketProtocol.TCP : SocketProtocol.UDP,
-        queryAddress: addressBytes(client, family),
-        queryPort: clientPort,
-        responseAddress: addressBytes(server, family),
-        responsePort: serverPort,
-        queryTimeSec: q.sec,
-        queryTimeNsec: q.nsec,
+        ...clientSide(tQuery, family, proto, client, clientPort, server, serverPort),
         queryMessage: queryWire ?? undefined,
         responseTimeSec: r.sec,
         responseTimeNsec: r.nsec,
