@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --seconds 10 --rate 20000 --scenarios hit,miss --workers 1]
+// npm run bench [-- --seconds 10 --rate 20000 --scenarios hit,miss --workers 1,2]
 // Drives the real TPROXY path (namespaces + nft + DoH to a local unbound) with dnsperf and prints max
 // qps, loss, mean latency, server CPU µs per query at a fixed offered rate, and RSS. For the
 // side-by-side with dnsdist and the C floor, run ../shared/bench/peers.sh -p . (see README).
@@ -56,11 +56,12 @@ try {
   await lab.startUnbound();
   fs.writeFileSync(path.join(lab.dir, 'hit.txt'), Array.from({ length: 1000 }, (_, i) => `h${i}.wild.test A`).join('\n') + '\n');
   fs.writeFileSync(path.join(lab.dir, 'miss.txt'), Array.from({ length: 2_000_000 }, () => `m${Math.random().toString(36).slice(2)}.wild.test A`).join('\n') + '\n');
-  const cfg = lab.writeConfig('bench.yaml', baseConfig(lab, { extra: `workers: ${values.workers}\n${values.extra.replace(/\\n/g, '\n')}` }));
-  const srv = await lab.startServer(cfg);
   const secs = Number(values.seconds), rate = Number(values.rate);
-  console.log(`dns-tproxy, workers=${values.workers}, ${secs}s per run, CPU measured at ${rate} qps offered`);
-  console.log(['scenario', 'max_qps', 'lost%', 'mean_ms', `cpu_us/q@${rate}`, 'rss_MB'].map((s) => s.padStart(14)).join(''));
+  console.log(`dns-tproxy, ${secs}s per run, CPU measured at ${rate} qps offered; workers compared in this one run`);
+  console.log(['workers', 'scenario', 'max_qps', 'lost%', 'mean_ms', `cpu_us/q@${rate}`, 'rss_MB'].map((s) => s.padStart(14)).join(''));
+  for (const workers of values.workers.split(',')) {
+  const cfg = lab.writeConfig(`bench-${workers}.yaml`, baseConfig(lab, { extra: `workers: ${workers}\n${values.extra.replace(/\\n/g, '\n')}` }));
+  const srv = await lab.startServer(cfg);
   for (const sc of values.scenarios.split(',')) {
     const file = path.join(lab.dir, `${sc}.txt`);
     dnsperf(path.join(lab.dir, 'hit.txt'), 2, 0); // warm the cache and the DoH connections
@@ -69,7 +70,9 @@ try {
     const fixed = dnsperf(file, secs, rate);
     const c1 = cpuTicks(srv.pid);
     const us = ((c1 - c0) / tick) * 1e6 / Math.max(fixed.completed, 1);
-    console.log([sc, max.qps.toFixed(0), max.lost.toFixed(2), max.latMs.toFixed(3), us.toFixed(2), rssMb(srv.pid).toFixed(1)].map((s) => String(s).padStart(14)).join(''));
+    console.log([workers, sc, max.qps.toFixed(0), max.lost.toFixed(2), max.latMs.toFixed(3), us.toFixed(2), rssMb(srv.pid).toFixed(1)].map((s) => String(s).padStart(14)).join(''));
+  }
+  await lab.stop(srv);
   }
 } finally {
   await lab.down();
