@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// node bench/cache-rss.mjs [entries]: server RSS before and after filling the cache with N distinct names
+// through the real TPROXY path (issue target: 100k cached entries within 80 MB RSS).
+import fs from 'node:fs';
+import path from 'node:path';
+import { Lab, labUnavailable, baseConfig, SERVER_V4, nsExec } from '../test/lab/lib.js';
+
+const n = Number(process.argv[2] ?? 100000);
+const why = labUnavailable(['dnsperf', 'curl']);
+if (why) { console.error(why); process.exit(1); }
+const lab = new Lab().up();
+const rss = (pid) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
+try {
+  await lab.startUnbound();
+  const srv = await lab.startServer(lab.writeConfig('rss.yaml', baseConfig(lab)));
+  const file = path.join(lab.dir, 'names.txt');
+  fs.writeFileSync(file, Array.from({ length: n }, (_, i) => `c${i}.wild.test A`).join('\n') + '\n');
+  const before = rss(srv.pid);
+  nsExec(lab.client, 'dnsperf', ['-s', SERVER_V4, '-d', file, '-n', '1', '-q', '500', '-Q', '8000'], { timeout: 300_000 });
+  const m = nsExec(lab.gw, 'curl', ['-s', 'http://127.0.0.1:9153/metrics']);
+  const entries = Number(/^dns_tproxy_cache_entries (\d+)/m.exec(m)?.[1]);
+  const bytes = Number(/^dns_tproxy_cache_bytes (\d+)/m.exec(m)?.[1]);
+  const g = (re, text = m) => +(Number(re.exec(text)?.[1] ?? 0) / 1048576).toFixed(1);
+  console.log(JSON.stringify({ heapUsedMB: g(/^dns_tproxy_nodejs_heap_size_used_bytes (\S+)/m), heapTotalMB: g(/^dns_tproxy_nodejs_heap_size_total_bytes (\S+)/m), externalMB: g(/^dns_tproxy_nodejs_external_memory_bytes (\S+)/m) }));
+  const justAfter = rss(srv.pid);
+  // V8's memory reducer collects and shrinks the heap once the process goes quiet.
+  await new Promise((r) => setTimeout(r, 30000));
+  const m2 = nsExec(lab.gw, 'curl', ['-s', 'http://127.0.0.1:9153/metrics']);
+  console.log(JSON.stringify({ heapUsedAfterIdleMB: g.call(null, /^dns_tproxy_nodejs_heap_size_used_bytes (\S+)/m, m2) }));
+  console.log(JSON.stringify({ entries, cacheBytesMB: +(bytes / 1048576).toFixed(1), rssBeforeMB: +before.toFixed(1), rssAfterFillMB: +justAfter.toFixed(1), rssAfter30sIdleMB: +rss(srv.pid).toFixed(1) }));
+} finally { await lab.down(); }
