@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --seconds 10 --rate 20000 --scenarios hit,miss --workers 1,2]
+// npm run bench [-- --seconds 10 --rate 20000 --scenarios hit,miss,blocked --workers 1,2 --filter]
 // Drives the real TPROXY path (namespaces + nft + DoH to a local unbound) with dnsperf and prints max
 // qps, loss, mean latency, server CPU µs per query at a fixed offered rate, and RSS. For the
 // side-by-side with dnsdist and the C floor, run ../shared/bench/peers.sh -p . (see README).
@@ -12,6 +12,9 @@ const { values } = parseArgs({ options: {
   seconds: { type: 'string', default: '10' }, rate: { type: 'string', default: '20000' },
   scenarios: { type: 'string', default: 'hit,miss' }, workers: { type: 'string', default: '1' },
   extra: { type: 'string', default: '' },
+  // Adds a 1,000,000-domain blocklist (plus ||blocked.test^), so hit and blocked rows compare the
+  // two answer paths with the same filter in place.
+  filter: { type: 'boolean', default: false },
 } });
 const why = labUnavailable(['dnsperf']);
 if (why) { console.error(`bench cannot run: ${why}`); process.exit(1); }
@@ -55,6 +58,13 @@ function dnsperf(file, secs, rate) {
 try {
   await lab.startUnbound();
   fs.writeFileSync(path.join(lab.dir, 'hit.txt'), Array.from({ length: 1000 }, (_, i) => `h${i}.wild.test A`).join('\n') + '\n');
+  fs.writeFileSync(path.join(lab.dir, 'blocked.txt'), Array.from({ length: 1000 }, (_, i) => `b${i}.blocked.test A`).join('\n') + '\n');
+  if (values.filter) {
+    const list = Array.from({ length: 1_000_000 }, (_, i) => `d${i.toString(36)}.list${i % 997}.example`);
+    list.push('||blocked.test^');
+    fs.writeFileSync(path.join(lab.dir, 'list.txt'), list.join('\n') + '\n');
+    values.extra += `\nfilter:\n  lists:\n    - name: bench\n      path: "${path.join(lab.dir, 'list.txt')}"\n`;
+  }
   fs.writeFileSync(path.join(lab.dir, 'miss.txt'), Array.from({ length: 2_000_000 }, () => `m${Math.random().toString(36).slice(2)}.wild.test A`).join('\n') + '\n');
   const secs = Number(values.seconds), rate = Number(values.rate);
   console.log(`dns-tproxy, ${secs}s per run, CPU measured at ${rate} qps offered; workers compared in this one run`);
@@ -65,6 +75,7 @@ try {
   for (const sc of values.scenarios.split(',')) {
     const file = path.join(lab.dir, `${sc}.txt`);
     dnsperf(path.join(lab.dir, 'hit.txt'), 2, 0); // warm the cache and the DoH connections
+    if (sc === 'blocked') dnsperf(file, 1, 0);
     const max = dnsperf(file, secs, 0);
     const c0 = cpuTicks(srv.pid);
     const fixed = dnsperf(file, secs, rate);
