@@ -15,6 +15,9 @@ const { values } = parseArgs({ options: {
   // Adds a 1,000,000-domain blocklist (plus ||blocked.test^), so hit and blocked rows compare the
   // two answer paths with the same filter in place.
   filter: { type: 'boolean', default: false },
+  // "on,off": with /metrics scraped every second during the runs, against no metrics endpoint and no
+  // top-k sampling. The counters themselves are plain increments either way.
+  metrics: { type: 'string', default: 'on' },
 } });
 const why = labUnavailable(['dnsperf']);
 if (why) { console.error(`bench cannot run: ${why}`); process.exit(1); }
@@ -67,11 +70,16 @@ try {
   }
   fs.writeFileSync(path.join(lab.dir, 'miss.txt'), Array.from({ length: 2_000_000 }, () => `m${Math.random().toString(36).slice(2)}.wild.test A`).join('\n') + '\n');
   const secs = Number(values.seconds), rate = Number(values.rate);
-  console.log(`dns-tproxy, ${secs}s per run, CPU measured at ${rate} qps offered; workers compared in this one run`);
-  console.log(['workers', 'scenario', 'max_qps', 'lost%', 'mean_ms', `cpu_us/q@${rate}`, 'rss_MB'].map((s) => s.padStart(14)).join(''));
-  for (const workers of values.workers.split(',')) {
-  const cfg = lab.writeConfig(`bench-${workers}.yaml`, baseConfig(lab, { extra: `workers: ${workers}\n${values.extra.replace(/\\n/g, '\n')}` }));
+  console.log(`dns-tproxy, ${secs}s per run, CPU measured at ${rate} qps offered; variants compared in this one run`);
+  console.log(['workers', 'metrics', 'scenario', 'max_qps', 'lost%', 'mean_ms', `cpu_us/q@${rate}`, 'rss_MB'].map((s) => s.padStart(14)).join(''));
+  for (const workers of values.workers.split(',')) for (const metrics of values.metrics.split(',')) {
+  let yaml = baseConfig(lab, { extra: `workers: ${workers}\n${values.extra.replace(/\\n/g, '\n')}` });
+  if (metrics === 'off') yaml = yaml.replace(/^metrics:\n  listen: .*\n/m, '') + 'stats:\n  topK: 0\n';
+  const cfg = lab.writeConfig(`bench-${workers}-${metrics}.yaml`, yaml);
   const srv = await lab.startServer(cfg);
+  const scraper = metrics === 'on'
+    ? lab.spawnIn(lab.gw, 'sh', ['-c', 'while true; do curl -s http://127.0.0.1:9153/metrics >/dev/null; sleep 1; done'], path.join(lab.dir, 'scrape.log'))
+    : null;
   for (const sc of values.scenarios.split(',')) {
     const file = path.join(lab.dir, `${sc}.txt`);
     dnsperf(path.join(lab.dir, 'hit.txt'), 2, 0); // warm the cache and the DoH connections
@@ -81,8 +89,9 @@ try {
     const fixed = dnsperf(file, secs, rate);
     const c1 = cpuTicks(srv.pid);
     const us = ((c1 - c0) / tick) * 1e6 / Math.max(fixed.completed, 1);
-    console.log([workers, sc, max.qps.toFixed(0), max.lost.toFixed(2), max.latMs.toFixed(3), us.toFixed(2), rssMb(srv.pid).toFixed(1)].map((s) => String(s).padStart(14)).join(''));
+    console.log([workers, metrics, sc, max.qps.toFixed(0), max.lost.toFixed(2), max.latMs.toFixed(3), us.toFixed(2), rssMb(srv.pid).toFixed(1)].map((s) => String(s).padStart(14)).join(''));
   }
+  if (scraper) await lab.stop(scraper, 'SIGKILL');
   await lab.stop(srv);
   }
 } finally {

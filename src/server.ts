@@ -6,7 +6,7 @@ import type { Config } from './config/types.js';
 import { ContextPool, QueryContext, Responder } from './pipeline/context.js';
 import { ValidateStage } from './pipeline/validate.js';
 import { CacheStage } from './pipeline/cache-stage.js';
-import { ForwardStage } from './pipeline/forward.js';
+import { ForwardStage, type ForwardOptions } from './pipeline/forward.js';
 import { AnswerSender } from './pipeline/finish.js';
 import { buildChain, ChainRef } from './pipeline/build.js';
 import type { Chain } from './pipeline/chain.js';
@@ -89,9 +89,7 @@ export class DnsServer {
     this.cache = config.cache.enabled ? new PacketCache(config.cache) : null;
     this.cacheStage = this.cache ? new CacheStage(this.cache, this.ref.respond, this.pool, internalResponder) : null;
     this.upstreams = new UpstreamPool(createUpstreams(config), poolOptions(config));
-    this.forward = new ForwardStage(this.upstreams, this.ref.respond, {
-      timeoutMs: up.timeoutMs, maxInflight: up.maxInflight, ecs: up.ecs, paddingBlock: up.paddingBlock,
-    });
+    this.forward = new ForwardStage(this.upstreams, this.ref.respond, forwardOptions(config));
     this.setupAudit(config);
     const filtering = filterConfigOf(config) !== null;
     this.filterStage = filtering ? new FilterStage(this.ref.respond, (url) => this.zoneForwarder(url)) : null;
@@ -141,8 +139,9 @@ export class DnsServer {
       this.zoneBootstrap ??= new BootstrapResolver(this.config.bootstrap ?? []);
       const up = createUpstream({ url }, this.config, this.zoneBootstrap);
       const pool = new UpstreamPool([up], { strategy: 'failover' });
-      const o = this.config.upstream;
-      z = { pool, stage: new ForwardStage(pool, this.ref.respond, { timeoutMs: o.timeoutMs, maxInflight: o.maxInflight, ecs: o.ecs, paddingBlock: url.startsWith('https:') || url.startsWith('tls:') ? o.paddingBlock : 0 }) };
+      // Padding only means something on encrypted transports.
+      const encrypted = url.startsWith('https:') || url.startsWith('tls:');
+      z = { pool, stage: new ForwardStage(pool, this.ref.respond, { ...forwardOptions(this.config), paddingBlock: encrypted ? this.config.upstream.paddingBlock : 0 }) };
       this.zoneForwarders.set(url, z);
     }
     return z.stage;
@@ -228,14 +227,10 @@ export class DnsServer {
     }
     const old = this.upstreams;
     const pool = new UpstreamPool(createUpstreams(next), poolOptions(next));
-    const forward = new ForwardStage(pool, this.ref.respond, {
-      timeoutMs: next.upstream.timeoutMs, maxInflight: next.upstream.maxInflight, ecs: next.upstream.ecs, paddingBlock: next.upstream.paddingBlock,
-    });
+    const forward = new ForwardStage(pool, this.ref.respond, forwardOptions(next));
     // In-flight queries finish on the old stage (it keeps its pool open until they are done).
-    const stages = this.chain.stages as unknown as { name: string }[];
-    const i = stages.findIndex((s) => s.name === 'forward');
-    (this.chain.stages as unknown as ForwardStage[])[i] = forward;
-    const oldForward = this.forward;
+    const oldForward = this.chain.replaceStage('forward', forward) as ForwardStage;
+    forward.onForwarded = oldForward.onForwarded;
     this.forward = forward;
     this.upstreams = pool;
     this.config = next;
@@ -267,6 +262,11 @@ export class DnsServer {
 }
 
 export type { QueryContext };
+
+function forwardOptions(c: Config): ForwardOptions {
+  const u = c.upstream;
+  return { timeoutMs: u.timeoutMs, maxInflight: u.maxInflight, ecs: u.ecs, paddingBlock: u.paddingBlock };
+}
 
 /** The filter-owned keys of a config, or null when none is set (no filter stage at all). */
 function filterConfigOf(c: Config): FilterConfig | null {

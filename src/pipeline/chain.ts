@@ -22,33 +22,44 @@ export interface AnswerSink {
 
 export class Chain {
   private readonly nexts: Next[];
-  private readonly hooks: Array<Stage | null>;
+  private readonly list: Stage[];
 
-  constructor(readonly stages: readonly Stage[], private readonly sink: AnswerSink) {
-    // One `next` per position, made once, so passing a query on allocates nothing.
-    this.nexts = stages.map((_, i) => {
-      const nextStage = stages[i + 1];
-      if (!nextStage) return (ctx: QueryContext) => sink.fellOffEnd(ctx);
-      return (ctx: QueryContext) => { ctx.depth = i + 1; nextStage.query(ctx, this.nexts[i + 1]); };
+  constructor(stages: readonly Stage[], private readonly sink: AnswerSink) {
+    this.list = [...stages];
+    // One `next` per position, made once, so passing a query on allocates nothing. They read the stage
+    // from the list at call time, so a stage swapped by replaceStage() (SIGHUP) takes effect at once.
+    this.nexts = this.list.map((_, i) => {
+      if (i + 1 >= this.list.length) return (ctx: QueryContext) => sink.fellOffEnd(ctx);
+      return (ctx: QueryContext) => { ctx.depth = i + 1; this.list[i + 1].query(ctx, this.nexts[i + 1]); };
     });
-    this.hooks = stages.map((s) => (s.answer ? s : null));
   }
+
+  get stages(): readonly Stage[] { return this.list; }
 
   run(ctx: QueryContext): void {
     ctx.depth = 0;
-    this.stages[0].query(ctx, this.nexts[0]);
+    this.list[0].query(ctx, this.nexts[0]);
   }
 
   /** Called by the stage holding ctx once ctx has an answer. */
   respond(ctx: QueryContext): void {
     for (let i = ctx.depth - 1; i >= 0; i--) {
-      const h = this.hooks[i];
-      if (h) h.answer!(ctx);
+      const s = this.list[i];
+      if (s.answer !== undefined) s.answer(ctx);
     }
     this.sink.finish(ctx);
   }
 
+  /** Swaps the stage called `name` for `stage`; queries already inside the old one finish there. */
+  replaceStage(name: string, stage: Stage): Stage {
+    const i = this.list.findIndex((s) => s.name === name);
+    if (i < 0) throw new Error(`no stage named ${name}`);
+    const old = this.list[i];
+    this.list[i] = stage;
+    return old;
+  }
+
   stage<T extends Stage>(name: string): T | undefined {
-    return this.stages.find((s) => s.name === name) as T | undefined;
+    return this.list.find((s) => s.name === name) as T | undefined;
   }
 }

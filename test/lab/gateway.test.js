@@ -83,4 +83,23 @@ if (why) {
     t.comment(`SERVFAIL after ${took} ms (upstream timeout 2000 ms)`);
     await lab.startUnbound();
   });
+
+  t.test('SIGHUP with a new upstream list switches upstreams without a restart', async (t) => {
+    lab.setTproxyPort(53);
+    const cfg = lab.writeConfig('reload.yaml', baseConfig(lab, { port: 53 }));
+    const srv = await lab.startServer(cfg);
+    t.teardown(() => lab.stop(srv));
+    const second = await lab.startUnbound({ port: 8444, name: 'unbound2' });
+    t.match(lab.dig([`@${SERVER_V4}`, 'before-hup.wild.test', 'A', '+tries=1', '+time=3']), /status: NOERROR/);
+    await sleep(200);
+    t.equal(lab.unboundQueries('before-hup.wild.test', 'unbound'), 1, 'first upstream used before the reload');
+    lab.writeConfig('reload.yaml', baseConfig(lab, { port: 53, upstreams: [`  - url: "https://127.0.0.1:8444/dns-query"\n    ca: "${second.ca}"`] }));
+    srv.kill('SIGHUP');
+    await sleep(500);
+    t.match(lab.dig([`@${SERVER_V4}`, 'after-hup.wild.test', 'A', '+tries=1', '+time=3']), /status: NOERROR/);
+    await sleep(200);
+    t.equal(lab.unboundQueries('after-hup.wild.test', 'unbound2'), 1, 'the new upstream answered');
+    t.equal(lab.unboundQueries('after-hup.wild.test', 'unbound'), 0, 'the old one was not asked');
+    await lab.stop(second.proc);
+  });
 }

@@ -166,3 +166,16 @@ t.test('chain: answer hooks run in reverse for the stages passed', async (t) => 
   chain.run(new QueryContext());
   t.same(order, ['q:one', 'q:two', 'q:three', 'a:two', 'a:one', 'finish']);
 });
+
+t.test('chain: replaceStage takes effect for the next query (SIGHUP upstream swap)', async (t) => {
+  const seen = [];
+  const mk = (name) => ({ name, query(ctx) { seen.push(name); ctx.setAnswer(Buffer.alloc(12), 0, 12); chain.respond(ctx); } });
+  const pass = { name: 'first', query(ctx, next) { next(ctx); } };
+  const sink = { finish() {}, fellOffEnd() { seen.push('fell'); } };
+  const chain = new Chain([pass, mk('forward')], sink);
+  chain.run(new QueryContext());
+  const old = chain.replaceStage('forward', mk('forward-2'));
+  chain.run(new QueryContext());
+  t.same(seen, ['forward', 'forward-2']);
+  t.equal(old.name, 'forward');
+});
