@@ -242,6 +242,7 @@ export class DnsServer {
   /** SIGTERM: stop accepting, answer what is in flight (up to `timeoutMs`), then close. */
   async drain(timeoutMs = 5000): Promise<void> {
     for (const t of this.tcp) t.server.close();
+    for (const u of this.udp) u.stopAccepting();
     const until = Date.now() + timeoutMs;
     while (this.pool.inUse > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
     if (this.pool.inUse > 0) this.drainTimeouts++;

@@ -42,6 +42,9 @@ export class UdpListener implements Responder {
   /** Datagrams refused because every context was busy (the in-flight bound). */
   droppedBusy = 0;
   droppedAcl = 0;
+  /** Datagrams that arrived after SIGTERM, while in-flight queries were being answered. */
+  droppedDraining = 0;
+  private draining = false;
   closed = false;
 
   constructor(readonly name: string, opts: UdpListenerOptions, private readonly chain: Chain, private readonly pool: ContextPool) {
@@ -63,7 +66,11 @@ export class UdpListener implements Responder {
   }
   private readonly acl: ClientAcl | null;
 
+  /** SIGTERM: answer what is in flight, take nothing new (the socket stays open to send those answers). */
+  stopAccepting(): void { this.draining = true; }
+
   private onBatch(count: number): void {
+    if (this.draining) { this.droppedDraining += count; return; }
     this.inBatch = true;
     const now = performance.now();
     const wall = Date.now();

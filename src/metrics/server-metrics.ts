@@ -34,6 +34,7 @@ export function registerServerMetrics(s: DnsServer): void {
       { labels: { reason: 'rate_limited' }, value: s.rateLimit?.dropped ?? 0 },
       { labels: { reason: 'queue_full' }, value: sum((u) => u.droppedBusy) + s.tcp.reduce((a, t) => a + t.stats.droppedBusy, 0) },
       { labels: { reason: 'acl' }, value: sum((u) => u.droppedAcl) },
+      { labels: { reason: 'draining' }, value: sum((u) => u.droppedDraining) },
       { labels: { reason: 'send_eagain' }, value: sum((u) => u.socket.stats.droppedEagain) },
       { labels: { reason: 'truncated' }, value: sum((u) => u.socket.stats.droppedTruncated) },
     ];
