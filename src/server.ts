@@ -112,7 +112,7 @@ export class DnsServer {
     }
     const stats = (config.stats ?? {}) as { topK?: number; sampleEvery?: number };
     const k = stats.topK ?? 200;
-    if (k > 0) this.top = { clients: new TopK(k), names: new TopK(k), sampleEvery: stats.sampleEvery ?? 8 };
+    if (k > 0) this.top = { clients: new TopK(k), names: new TopK(k), sampleEvery: stats.sampleEvery ?? 32 };
     this.audit = new AuditObserver(this.queryLog, null, this.top);
     if (this.queryLog || this.top) this.sender.observers.push(this.audit);
   }
