@@ -161,7 +161,8 @@ export class PacketCache {
   writeAnswer(e: CacheEntry, query: Uint8Array, qStart: number, q: ParsedQuery, out: Buffer, o: number,
     stale: boolean, now = this.now()): number {
     const len = e.wireLen;
-    out.write(e.data, o, len, 'latin1');
+    // latin1Write skips Buffer#write's encoding normalisation (a measurable share of a hit).
+    (out as Buffer & { latin1Write(s: string, o: number, n: number): number }).latin1Write(e.data, o, len);
     // RD mirrors the client's; the rest of the flags are the upstream's.
     out[o + 2] = (out[o + 2] & 0xfe) | (query[qStart + 2] & 0x01);
     out[o] = query[qStart]; out[o + 1] = query[qStart + 1];
