@@ -24,31 +24,21 @@ if (why) { console.error(`bench cannot run: ${why}`); process.exit(1); }
 
 const lab = new Lab().up();
 const tick = 100; // USER_HZ
-function cpuTicks(pid) {
-  // The server and its workers: every process whose parent chain leads to pid.
+/** Sums a /proc/PID/stat field function over the server and its direct children (workers). */
+function overServer(pid, pick) {
   let total = 0;
   for (const d of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
       const st = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
       const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-      if (Number(d) === pid || Number(f[1]) === pid) total += Number(f[11]) + Number(f[12]);
+      if (Number(d) === pid || Number(f[1]) === pid) total += pick(f);
     } catch { /* raced with exit */ }
   }
   return total;
 }
-function rssMb(pid) {
-  let kb = 0;
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const st = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-      if (Number(d) === pid || Number(f[1]) === pid) kb += Number(f[21]) * 4;
-    } catch { /* raced */ }
-  }
-  return kb / 1024;
-}
+const cpuTicks = (pid) => overServer(pid, (f) => Number(f[11]) + Number(f[12]));
+const rssMb = (pid) => overServer(pid, (f) => Number(f[21]) * 4) / 1024;
 function dnsperf(file, secs, rate) {
   const args = ['-s', SERVER_V4, '-d', file, '-l', String(secs), '-c', '8', '-T', '1', '-q', '1000'];
   if (rate) args.push('-Q', String(rate));

@@ -67,7 +67,8 @@ export class DomainTable {
   }
 
   /** Slot index for key bytes b[s..e) (already lower-case), inserting with `initial` if absent. */
-  upsertBytes(b: Uint8Array, s: number, e: number, h: number, initial: number): number {
+  /** The slot holding these bytes, or ~slot of the empty one where they would go (always negative). */
+  private probe(b: Uint8Array, s: number, e: number, h: number): number {
     const len = e - s;
     const slots = this.slots;
     const arena = this.arena;
@@ -75,7 +76,7 @@ export class DomainTable {
     for (;;) {
       const o = idx * 3;
       const off1 = slots[o + 1]!;
-      if (off1 === 0) break;
+      if (off1 === 0) return ~idx;
       if (slots[o] === h) {
         const off = off1 - 1;
         if (arena[off] === len) {
@@ -86,7 +87,13 @@ export class DomainTable {
       }
       if (++idx === this.cap) idx = 0;
     }
-    // insert
+  }
+
+  upsertBytes(b: Uint8Array, s: number, e: number, h: number, initial: number): number {
+    const found = this.probe(b, s, e, h);
+    if (found >= 0) return found;
+    const idx = ~found;
+    const len = e - s;
     if (this.arenaLen + len + 1 > this.arena.length) this.growArena(len + 1);
     const off = this.arenaLen;
     this.arena[off] = len;
@@ -111,24 +118,8 @@ export class DomainTable {
   }
 
   findBytes(b: Uint8Array, s: number, e: number, h: number): number {
-    const len = e - s;
-    const slots = this.slots;
-    const arena = this.arena;
-    let idx = (h * this.scale) | 0;
-    for (;;) {
-      const o = idx * 3;
-      const off1 = slots[o + 1]!;
-      if (off1 === 0) return -1;
-      if (slots[o] === h) {
-        const off = off1 - 1;
-        if (arena[off] === len) {
-          let j = 0;
-          while (j < len && arena[off + 1 + j] === b[s + j]) j++;
-          if (j === len) return idx;
-        }
-      }
-      if (++idx === this.cap) idx = 0;
-    }
+    const r = this.probe(b, s, e, h);
+    return r >= 0 ? r : -1;
   }
 
   /**
