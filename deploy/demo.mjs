@@ -22,7 +22,8 @@ try {
     const out = lab.dig([`@${server}`, 'a.lab.test', type, '+tries=1', '+time=3']);
     console.log(out.split('\n').filter((l) => /status:|IN\s+(A|AAAA)\s|SERVER:|Query time/.test(l)).join('\n'));
   }
-  step('the same name again: answered from the cache (see the TTL count down)');
+  step('the same name again, 2 s later: answered from the cache, TTL counted down');
+  await new Promise((r) => setTimeout(r, 2000));
   console.log(lab.dig([`@${SERVER_V4}`, 'a.lab.test', 'A', '+noall', '+answer']).trim());
   step('a query over TCP');
   console.log(lab.dig([`@${SERVER_V4}`, 'a.lab.test', 'A', '+tcp', '+noall', '+answer', '+stats']).split('\n').filter((l) => /IN\s+A|SERVER/.test(l)).join('\n'));
