@@ -221,6 +221,19 @@ function clientSide(tQuery: number, family: 4 | 6, proto: 'udp' | 'tcp', client:
   };
 }
 
+/** The fields FORWARDER_QUERY and FORWARDER_RESPONSE share: which upstream, over what, and when. */
+function upstreamSide(tQuery: number, u: UpstreamInfo) {
+  const q = splitTime(tQuery);
+  return {
+    socketFamily: u.family ? FAMILY[u.family] : undefined,
+    socketProtocol: u.protocol,
+    responseAddress: u.addr,
+    responsePort: u.port,
+    queryTimeSec: q.sec,
+    queryTimeNsec: q.nsec,
+  };
+}
+
 export class DnstapWriter {
   private readonly cfg: DnstapConfig;
   private readonly bound: number;
@@ -303,21 +316,8 @@ export class DnstapWriter {
   forwarderQuery(t: number, upstream: string, wire: Uint8Array): void {
     if (!this.want.forwarderQuery || !this.accepting()) return;
     try {
-      const q = splitTime(t);
       const u = describeUpstream(upstream, this.cfg.dohAsTcp);
-      this.enqueue(
-        {
-          type: MessageType.FORWARDER_QUERY,
-          socketFamily: u.family ? FAMILY[u.family] : undefined,
-          socketProtocol: u.protocol,
-          responseAddress: u.addr,
-          responsePort: u.port,
-          queryTimeSec: q.sec,
-          queryTimeNsec: q.nsec,
-          queryMessage: wire,
-        },
-        u.url,
-      );
+      this.enqueue({ type: MessageType.FORWARDER_QUERY, ...upstreamSide(t, u), queryMessage: wire }, u.url);
     } catch {
       this.s.dropped++;
     }
@@ -326,18 +326,12 @@ export class DnstapWriter {
   forwarderResponse(tQuery: number, tResp: number, upstream: string, queryWire: Uint8Array | null, responseWire: Uint8Array): void {
     if (!this.want.forwarderResponse || !this.accepting()) return;
     try {
-      const q = splitTime(tQuery);
       const r = splitTime(tResp);
       const u = describeUpstream(upstream, this.cfg.dohAsTcp);
       this.enqueue(
         {
           type: MessageType.FORWARDER_RESPONSE,
-          socketFamily: u.family ? FAMILY[u.family] : undefined,
-          socketProtocol: u.protocol,
-          responseAddress: u.addr,
-          responsePort: u.port,
-          queryTimeSec: q.sec,
-          queryTimeNsec: q.nsec,
+          ...upstreamSide(tQuery, u),
           queryMessage: queryWire ?? undefined,
           responseTimeSec: r.sec,
           responseTimeNsec: r.nsec,
