@@ -57,6 +57,8 @@ export function registerServerMetrics(s: DnsServer): void {
       u.stats.latencyBuckets, u.stats.latencySum, u.stats.latencyCount)));
   add('upstream_replays_total', 'In-flight queries re-sent on a fresh connection after GOAWAY or a reset.', 'counter', () =>
     s.upstreams.upstreams.map((u) => ({ labels: upstreamLabel(u.name), value: (u as { replays?: number }).replays ?? 0 })));
+  add('upstream_connections_opened_total', 'Connections dialled to each upstream (TLS handshakes for DoH).', 'counter', () =>
+    s.upstreams.upstreams.map((u) => ({ labels: upstreamLabel(u.name), value: (u as { connectionsOpened?: number }).connectionsOpened ?? 0 })));
   add('upstream_hedges_total', 'Extra attempts sent to another upstream because the first was slow.', 'counter', () => [{ value: s.forward.hedges }]);
   add('upstream_healthy', '1 when the upstream is in rotation, 0 while its circuit is open.', 'gauge', () => s.upstreams.upstreams.map((u) => ({ labels: upstreamLabel(u.name), value: u.healthy ? 1 : 0 })));
 

@@ -99,6 +99,8 @@ export class DohUpstream implements Upstream {
   private readonly connectTimeoutMs: number;
   private readonly bootstrap: BootstrapResolver | undefined;
   replays = 0;
+  /** TLS sessions dialled, for metrics: a steady load should not need new ones. */
+  connectionsOpened = 0;
 
   constructor(opts: DohOptions) {
     const u = new URL(opts.url);
@@ -107,7 +109,10 @@ export class DohUpstream implements Upstream {
     this.origin = u.origin;
     this.path = u.pathname + u.search;
     this.hostname = u.hostname.replace(/^\[|\]$/g, '');
-    this.tls = { ca: opts.ca ? [...tlsRootCertificates(), fs.readFileSync(opts.ca, 'utf8')] : undefined, servername: isIp(u.hostname) ? undefined : u.hostname };
+    // One secure context for every connection: building it parses the whole CA bundle, which is too
+    // slow to repeat on each reconnect.
+    const secureContext = tls.createSecureContext({ ca: opts.ca ? [...tlsRootCertificates(), fs.readFileSync(opts.ca, 'utf8')] : undefined });
+    this.tls = { secureContext, servername: isIp(u.hostname) ? undefined : u.hostname };
     // A hostname is never given to the system resolver (it may be us): a fixed IP or the bootstrap
     // servers supply the address; without either, connecting fails with `connect`.
     this.bootstrap = opts.bootstrap;
@@ -221,6 +226,7 @@ export class DohUpstream implements Upstream {
 
   private connect(): DohConnection {
     const conn = new DohConnection(this);
+    this.connectionsOpened++;
     const session = http2.connect(this.origin, { ...this.tls, lookup: this.lookup, peerMaxConcurrentStreams: this.maxStreams });
     conn.session = session;
     const timer = setTimeout(() => {
