@@ -69,9 +69,11 @@ async function run(file: string, manageNetwork: boolean): Promise<number> {
   }
   const server = new DnsServer(cfg, log);
   await server.start();
-  // After the listeners are bound, so intercepted traffic never meets a missing socket.
-  if (net) await net.upForRun(cfg, log);
-  handleSignals(file, log, server, net ? () => net.downForExit(cfg, log) : null);
+  // After the listeners are bound, so intercepted traffic never meets a missing socket. The signal
+  // handlers go in first: a SIGTERM during set-up still waits for it, then removes what it installed.
+  const netUp = net ? net.upForRun(cfg, log) : Promise.resolve();
+  handleSignals(file, log, server, net ? async () => { await netUp.catch(() => undefined); await net.downForExit(cfg, log); } : null);
+  await netUp;
   return new Promise<number>(() => { /* runs until a signal */ });
 }
 

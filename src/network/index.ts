@@ -57,28 +57,34 @@ export async function networkUp(cfg: NetworkConfig | undefined, ports: ListenPor
 
 async function downResolved(c: ResolvedNetworkConfig): Promise<string[]> {
   const removed: string[] = [];
-  if ((await listTable(c.table)) !== undefined) {
-    await runOk(NFT, ['-f', '-'], renderDelete(c.table));
+  const errors: string[] = [];
+  // Every step is attempted even when an earlier one fails, and a failed step is tried once more:
+  // stopping half way would leave a rule or route behind that only a manual cleanup removes.
+  const step = async <T>(what: string, fn: () => Promise<T>, fatal = true): Promise<T | undefined> => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (attempt === 0) { await new Promise((r) => setTimeout(r, 100)); continue; }
+        if (fatal) errors.push(`${what}: ${(err as Error).message}`);
+        return undefined;
+      }
+    }
+  };
+  if ((await step('nft list', () => listTable(c.table))) !== undefined) {
+    await step('nft delete', () => runOk(NFT, ['-f', '-'], renderDelete(c.table)));
     removed.push(`nft table inet ${c.table}`);
   }
-  // Both families always: config may have changed (ipv6: false) since `up`.
+  // Both families always: config may have changed (ipv6: false) since `up`. IPv6 failures are not
+  // fatal: v6 may be disabled in the kernel.
   for (const f of [4, 6] as Family[]) {
     const v = f === 4 ? 'ip' : 'ip -6';
-    let n = 0;
-    try {
-      n = await removeRule(c, f);
-    } catch (err) {
-      if (f === 4) throw err; // v6 may be disabled in the kernel
-    }
+    const n = (await step(`${v} rule`, () => removeRule(c, f), f === 4)) ?? 0;
     if (n) removed.push(`${v} rule ${ruleText(c)}${n > 1 ? ` (x${n})` : ''}`);
-    let r = false;
-    try {
-      r = await removeRoute(c, f);
-    } catch (err) {
-      if (f === 4) throw err;
-    }
+    const r = (await step(`${v} route`, () => removeRoute(c, f), f === 4)) ?? false;
     if (r) removed.push(`${v} route local default dev lo table ${c.routeTable}`);
   }
+  if (errors.length) throw new Error(`network down incomplete: ${errors.join('; ')}`);
   return removed;
 }
 

@@ -352,7 +352,9 @@ network: ${JSON.stringify(network)}
     t.equal(ourRules(ns, '-6').length, 1, 'no duplicated v6 rule');
     second.kill('SIGTERM');
     await exited(second);
-    t.equal(snapshot(ns), before, 'failMode open: clean exit removes everything');
+    const after = snapshot(ns);
+    const msg = 'failMode open: clean exit removes everything';
+    t.equal(after, before, after === before ? msg : `${msg}; exit ${second.exitCode ?? second.signalCode}; stderr: ${second.stderrText().slice(-1500)}`);
   });
 
   t.test('run --manage-network local mode does not loop', { skip: cliReason ?? false }, async (t) => {
