@@ -59,5 +59,5 @@ const lab = new Lab().up();
 try {
   await lab.startUnbound();
   const url = `https://127.0.0.1:${lab.unbound.port}/dns-query`;
-  console.log(execFileSync('ip', ['netns', 'exec', lab.gw, process.execPath, path.join(here, 'doh-client.mjs'), '--inner', url, lab.unbound.ca, n, conc], { encoding: 'utf8' }));
+  console.log(execFileSync('ip', ['netns', 'exec', lab.gw, process.execPath, ...(process.env.DOH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/dohprof'] : []), path.join(here, 'doh-client.mjs'), '--inner', url, lab.unbound.ca, n, conc], { encoding: 'utf8' }));
 } finally { await lab.down(); }
