@@ -2,15 +2,10 @@
 // upstream is gone, flush over the admin endpoint, and the same with two workers.
 import t from 'tap';
 import path from 'node:path';
-import { Lab, labUnavailable, baseConfig, SERVER_V4, nsExec, ROOT, sleep, waitFor } from './lib.js';
+import { openLab, baseConfig, SERVER_V4, nsExec, ROOT, sleep, waitFor } from './lib.js';
 
-const why = labUnavailable(['curl']);
-if (why) {
-  t.comment(`skipping lab: ${why}`);
-  t.skip(why);
-} else {
-  const lab = new Lab().up();
-  t.teardown(() => lab.down());
+const lab = openLab(t, ['curl']);
+if (lab) {
   await lab.startUnbound();
   const cfgPath = lab.writeConfig('cache.yaml', baseConfig(lab));
   const srv = await lab.startServer(cfgPath);

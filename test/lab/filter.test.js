@@ -2,15 +2,10 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Lab, labUnavailable, baseConfig, SERVER_V4, nsExec, sh, waitFor, sleep } from './lib.js';
+import { openLab, baseConfig, SERVER_V4, nsExec, sh, waitFor, sleep } from './lib.js';
 
-const why = labUnavailable(['dnsperf', 'curl']);
-if (why) {
-  t.comment(`skipping lab: ${why}`);
-  t.skip(why);
-} else {
-  const lab = new Lab().up();
-  t.teardown(() => lab.down());
+const lab = openLab(t, ['dnsperf', 'curl']);
+if (lab) {
   // A second client address: the "kids" device.
   sh('ip', ['-n', lab.client, 'addr', 'add', '10.77.0.3/24', 'dev', `dta${lab.id}`]);
   await lab.startUnbound();

@@ -2,15 +2,10 @@
 // DNS server runs); the gateway intercepts with nft TPROXY, forwards over DoH to a real unbound, and
 // the reply must come from the address and port the client asked.
 import t from 'tap';
-import { Lab, labUnavailable, baseConfig, SERVER_V4, SERVER_V6, sleep } from './lib.js';
+import { openLab, baseConfig, SERVER_V4, SERVER_V6, sleep } from './lib.js';
 
-const why = labUnavailable();
-if (why) {
-  t.comment(`skipping lab: ${why}`);
-  t.skip(why);
-} else {
-  const lab = new Lab().up();
-  t.teardown(() => lab.down());
+const lab = openLab(t);
+if (lab) {
   await lab.startUnbound();
 
   t.test('listener port equal to the intercepted port (53)', async (t) => {

@@ -5,9 +5,8 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
-import { Lab, labUnavailable, baseConfig, SERVER_V4, ROOT, sh, nsExec, sleep, waitFor } from './lib.js';
+import { openLab, baseConfig, SERVER_V4, ROOT, sh, nsExec, sleep, waitFor } from './lib.js';
 
-const why = labUnavailable();
 const has = (tool) => { try { sh('sh', ['-c', `command -v ${tool}`]); return true; } catch { return false; } };
 
 /** VmRSS of a process in KiB. */
@@ -97,12 +96,8 @@ function writeDnsperfData(lab, name, { misses = 2000, hits = 20 } = {}) {
   return lab.writeConfig(name, lines.join('\n') + '\n');
 }
 
-if (why) {
-  t.comment(`skipping lab: ${why}`);
-  t.skip(why);
-} else {
-  const lab = new Lab().up();
-  t.teardown(() => lab.down());
+const lab = openLab(t);
+if (lab) {
   await lab.startUnbound();
   const clientScript = lab.writeConfig('hostile-client.mjs', HOSTILE_CLIENT);
 

@@ -30,6 +30,22 @@ export function labUnavailable(extra = []) {
   return null;
 }
 
+/**
+ * The start of every lab test file: a Lab that is up and torn down with the test, or null after
+ * printing why this machine cannot run it (the file then reports a skip).
+ */
+export function openLab(t, tools = [], opts = {}) {
+  const why = labUnavailable(tools);
+  if (why) {
+    t.comment(`skipping lab: ${why}`);
+    t.skip(why);
+    return null;
+  }
+  const lab = new Lab(opts).up();
+  t.teardown(() => lab.down());
+  return lab;
+}
+
 export function sh(cmd, args, opts = {}) {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], timeout: 60_000, ...opts });
 }

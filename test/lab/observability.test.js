@@ -3,15 +3,10 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
-import { Lab, labUnavailable, baseConfig, SERVER_V4, SERVER_V6, nsExec, waitFor, sleep } from './lib.js';
+import { openLab, baseConfig, SERVER_V4, SERVER_V6, nsExec, waitFor, sleep } from './lib.js';
 
-const why = labUnavailable(['promtool', 'dnstap-ldns', 'fstrm_capture', 'curl']);
-if (why) {
-  t.comment(`skipping lab: ${why}`);
-  t.skip(why);
-} else {
-  const lab = new Lab().up();
-  t.teardown(() => lab.down());
+const lab = openLab(t, ['promtool', 'dnstap-ldns', 'fstrm_capture', 'curl']);
+if (lab) {
   await lab.startUnbound();
   const logFile = path.join(lab.dir, 'query.log');
   const tapSock = path.join(lab.dir, 'tap.sock');

@@ -5,15 +5,10 @@ import t from 'tap';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { Lab, labUnavailable, SERVER_V4, SERVER_V6, ROOT, nsExec } from './lib.js';
+import { openLab, SERVER_V4, SERVER_V6, ROOT, nsExec } from './lib.js';
 
-const why = labUnavailable();
-if (why) {
-  t.comment(`skipping lab: ${why}`);
-  t.skip(why);
-} else {
-  const lab = new Lab().up();
-  t.teardown(() => lab.down());
+const lab = openLab(t);
+if (lab) {
   await lab.startUnbound();
   // All lab clients share one address, so the per-client cap is raised for the 200-connection test.
   const cfg = lab.writeConfig('tcp.yaml', `listen:

@@ -6,15 +6,10 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Lab, labUnavailable, baseConfig, nsExec, SERVER_V4, sleep, waitFor } from './lib.js';
+import { openLab, baseConfig, nsExec, SERVER_V4, sleep, waitFor } from './lib.js';
 
-const why = labUnavailable(['dnsperf', 'curl']);
-if (why) {
-  t.comment(`skipping lab: ${why}`);
-  t.skip(why);
-} else {
-  const lab = new Lab().up();
-  t.teardown(() => lab.down());
+const lab = openLab(t, ['dnsperf', 'curl']);
+if (lab) {
   const u1 = await lab.startUnbound({ port: 8443, name: 'unbound' });
   const u2 = await lab.startUnbound({ port: 8444, name: 'unbound2' });
   const url = (u) => `https://127.0.0.1:${u.port}/dns-query`;
