@@ -311,8 +311,10 @@ function tcp() {
     let last;
     while (Date.now() < end) {
       if (child.exitCode !== null || child.signalCode !== null) return { ok: false, text: `dns-tproxy exited (${child.exitCode ?? child.signalCode})` };
+      // `show` alone is not enough after a crash: the stale rules already look healthy while the new
+      // run is still clearing them, so also wait for the run's own "network up" log line.
       last = mod(ns, 'show', cfg);
-      if (last.ok) return last;
+      if (last.ok && /"msg":"network up"/.test(child.stderrText())) return last;
       await new Promise((r) => setTimeout(r, 250));
     }
     return last;
