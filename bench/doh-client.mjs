@@ -46,6 +46,30 @@ if (process.argv[2] === '--inner') {
     await r.body.arrayBuffer();
   });
   await agent.close();
+  {
+    const { H2Connection } = await import('../dist/upstream/h2.js');
+    const tlsMod = await import('node:tls');
+    const waiters = new Map();
+    let connected;
+    const ready = new Promise((r) => (connected = r));
+    const conn = new H2Connection({
+      host: u.hostname, port: Number(u.port), secureContext: tlsMod.createSecureContext({ ca: caPem }),
+      authority: u.host, path: u.pathname, maxAnswerBytes: 65535,
+    }, {
+      onResponse(tag, status, ct, body) { const w = waiters.get(tag); waiters.delete(tag); status === 200 ? w.resolve() : w.reject(new Error(String(status))); },
+      onFailure(tag, why) { const w = waiters.get(tag); waiters.delete(tag); w.reject(new Error(why)); },
+      onConnect() { connected(); },
+      onClose() {},
+    });
+    await ready;
+    let tagSeq = 0;
+    await drive('dns-tproxy H2Connection (1 connection)', (i) => new Promise((resolve, reject) => {
+      const tag = tagSeq++;
+      waiters.set(tag, { resolve, reject });
+      conn.request(Buffer.from(body(i)), tag);
+    }));
+    conn.close();
+  }
   const up = new DohUpstream({ url, ca });
   await drive('dns-tproxy DohUpstream', (i) => new Promise((resolve, reject) => {
     up.send(Buffer.from(body(i)), {}, { onUpstreamResult: (_c, _u, b, err) => (err ? reject(new Error(err)) : resolve()) }, performance.now() + 5000);
