@@ -96,6 +96,8 @@ export class H2Connection<T> {
   /** Requests over the peer's concurrency or window, sent as streams complete. */
   private readonly waiting: Array<{ body: Buffer; tag: T }> = [];
   private goawayLastId = -1;
+  /** The server's first SETTINGS frame has arrived. */
+  private peerSettings = false;
   private pingCallbacks: Array<() => void> = [];
   private readonly headerPrefix: Buffer;
   connected = false;
@@ -142,7 +144,10 @@ export class H2Connection<T> {
   /** Sends a POST with `body`. Returns false when the connection cannot take it (then nothing was queued). */
   request(body: Buffer, tag: T): boolean {
     if (this.draining) return false;
-    if (body.length > this.peerStreamWindow || this.streams.size >= this.peerMaxStreams || body.length > this.sendWindow || this.waiting.length) {
+    // Until the server's SETTINGS arrive its stream limit is unknown: requests wait rather than risk
+    // being refused by a server whose limit is below the default we would otherwise assume.
+    if (!this.peerSettings || body.length > this.peerStreamWindow || this.streams.size >= this.peerMaxStreams
+      || body.length > this.sendWindow || this.waiting.length) {
       if (body.length > this.peerStreamWindow && this.peerStreamWindow >= DEFAULT_WINDOW) return false;
       this.waiting.push({ body, tag });
       return true;
@@ -363,6 +368,7 @@ export class H2Connection<T> {
         this.peerMaxFrame = value;
       }
     }
+    this.peerSettings = true;
     this.queue(frame(T_SETTINGS, F_ACK, 0, Buffer.alloc(0)));
   }
 
@@ -401,7 +407,7 @@ export class H2Connection<T> {
 
   /** Starts waiting requests that now fit; ends a draining connection that has gone quiet. */
   private pump(): void {
-    while (this.waiting.length && !this.draining && this.streams.size < this.peerMaxStreams
+    while (this.waiting.length && this.peerSettings && !this.draining && this.streams.size < this.peerMaxStreams
       && this.waiting[0].body.length <= this.sendWindow && this.waiting[0].body.length <= this.peerStreamWindow) {
       const w = this.waiting.shift()!;
       this.start(w.body, w.tag);
