@@ -41,7 +41,7 @@ const MAX_HEADER_BLOCK = 16384;
 export type H2Failure = 'reset' | 'refused' | 'goaway' | 'closed' | 'too_large' | 'protocol';
 
 export interface H2Events<T> {
-  /** The response is complete. `body` is only valid during the call unless copied. */
+  /** The response is complete; `body` is the caller's to keep. */
   onResponse(tag: T, status: number, contentType: string, body: Buffer): void;
   /** The stream failed. `replayable`: the server did not process it (GOAWAY past it, REFUSED_STREAM, or
    *  the connection died before a response started) so sending it again cannot duplicate work. */
@@ -388,7 +388,9 @@ export class H2Connection<T> {
 
   private complete(s: H2Stream<T>): void {
     this.streams.delete(s.id);
-    const body = s.chunks.length === 1 ? s.chunks[0] : Buffer.concat(s.chunks, s.bytes);
+    // A copy: the chunks are views of a whole TLS read, which a consumer that keeps the answer (a
+    // coalesced waiter, a log queue) would otherwise pin in memory.
+    const body = s.chunks.length === 1 ? Buffer.from(s.chunks[0]) : Buffer.concat(s.chunks, s.bytes);
     this.events.onResponse(s.tag, s.status, s.contentType, body);
   }
 
