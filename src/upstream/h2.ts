@@ -99,6 +99,8 @@ export class H2Connection<T> {
   /** The server's first SETTINGS frame has arrived. */
   private peerSettings = false;
   private pingCallbacks: Array<() => void> = [];
+  /** close() was called: finish the open streams, take no new ones. */
+  private closing = false;
   private readonly headerPrefix: Buffer;
   connected = false;
   closed = false;
@@ -133,8 +135,6 @@ export class H2Connection<T> {
     this.queue(windowUpdate(0, RECV_CONN_WINDOW - DEFAULT_WINDOW));
   }
 
-  private closing = false;
-
   /** Streams open or waiting on this connection. */
   get active(): number { return this.streams.size + this.waiting.length; }
 
@@ -161,12 +161,29 @@ export class H2Connection<T> {
     this.nextStreamId += 2;
     this.streams.set(id, new H2Stream(id, tag));
     this.sendWindow -= body.length;
-    const block = requestHeaderBlock(this.headerPrefix, body.length);
-    this.queue(frame(T_HEADERS, F_END_HEADERS, id, block));
-    for (let off = 0; off < body.length || off === 0; off += this.peerMaxFrame) {
+    if (body.length > this.peerMaxFrame) { this.startLarge(id, body); return; }
+    // The common case: HEADERS and DATA written into one buffer, one allocation per request.
+    const prefix = this.headerPrefix;
+    const digits = String(body.length);
+    const blockLen = prefix.length + 3 + digits.length;
+    const out = Buffer.allocUnsafe(9 + blockLen + 9 + body.length);
+    writeFrameHeader(out, 0, blockLen, T_HEADERS, F_END_HEADERS, id);
+    prefix.copy(out, 9);
+    let o = 9 + prefix.length;
+    // content-length: literal without indexing, static name 28 (0x0f 0x0d), raw value
+    out[o++] = 0x0f; out[o++] = 0x0d; out[o++] = digits.length;
+    o += out.write(digits, o, 'latin1');
+    writeFrameHeader(out, o, body.length, T_DATA, F_END_STREAM, id);
+    body.copy(out, o + 9);
+    this.queue(out);
+  }
+
+  /** A body larger than one frame (the server lowered nothing: DNS messages fit 16 KiB; kept for safety). */
+  private startLarge(id: number, body: Buffer): void {
+    this.queue(frame(T_HEADERS, F_END_HEADERS, id, requestHeaderBlock(this.headerPrefix, body.length)));
+    for (let off = 0; off < body.length; off += this.peerMaxFrame) {
       const end = Math.min(body.length, off + this.peerMaxFrame);
       this.queue(frame(T_DATA, end === body.length ? F_END_STREAM : 0, id, body.subarray(off, end)));
-      if (end === body.length) break;
     }
   }
 
@@ -402,7 +419,8 @@ export class H2Connection<T> {
 
   private protocolError(error: string, code: number): void {
     if (this.closed) return;
-    this.queue(goaway(this.nextStreamId - 2 > 0 ? 0 : 0, code));
+    // A client's GOAWAY names the last server-initiated stream it processed: there are none.
+    this.queue(goaway(0, code));
     this.flush();
     this.destroy(error);
   }
@@ -423,11 +441,15 @@ export class H2Connection<T> {
   }
 }
 
+function writeFrameHeader(b: Buffer, at: number, length: number, type: number, flags: number, id: number): void {
+  b[at] = length >>> 16; b[at + 1] = (length >>> 8) & 0xff; b[at + 2] = length & 0xff;
+  b[at + 3] = type; b[at + 4] = flags;
+  b.writeUInt32BE(id, at + 5);
+}
+
 function frame(type: number, flags: number, id: number, payload: Buffer): Buffer {
   const b = Buffer.allocUnsafe(9 + payload.length);
-  b[0] = payload.length >>> 16; b[1] = (payload.length >>> 8) & 0xff; b[2] = payload.length & 0xff;
-  b[3] = type; b[4] = flags;
-  b.writeUInt32BE(id, 5);
+  writeFrameHeader(b, 0, payload.length, type, flags, id);
   payload.copy(b, 9);
   return b;
 }

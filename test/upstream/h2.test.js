@@ -126,6 +126,12 @@ t.test('against node:http2: padding, 103, trailers, split body, CONTINUATION-siz
     t.equal(after.status, 200, `${label}: the connection survives a refused stream`);
     c.conn.close();
     t.equal(await c.closed, null, `${label}: graceful close`);
+    const wide = connect(port);
+    await wide.up;
+    const large = Buffer.alloc(40000, 0x5a); large[0] = 0;
+    const echoed = await wide.ask(large);
+    t.ok(echoed.status === 200 && echoed.body.equals(large), `${label}: a body over one frame is split into DATA frames`);
+    wide.conn.destroy(null);
   }
 });
 
