@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // node bench/doh-client.mjs [requests] [concurrency]
 // Request rate of DoH clients against a real unbound DoH server in a lab namespace, in one run:
-// raw node:http2 on one connection, undici with allowH2, and dns-tproxy's DohUpstream.
+// raw node:http2 on one connection, undici with allowH2, our H2Connection alone, and DohUpstream (the query path).
 import { Lab, labUnavailable } from '../test/lab/lib.js';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
