@@ -37,6 +37,9 @@ export interface DohOptions {
 
 const MAX_DNS_MESSAGE = 65535;
 
+/** Silence, with queries outstanding, after which a connection is PINGed (and the PING's own timeout). */
+const STALL_MS = 2000;
+
 /** Replays of one request after its connection died under it. */
 const MAX_REPLAYS = 2;
 
@@ -61,6 +64,8 @@ class DohConnection implements H2Events<DohRequest> {
   /** The TLS handshake completed (requests lost after this are replayed; before it, `connect`). */
   connected = false;
   connectTimer: NodeJS.Timeout | null = null;
+  /** A stall PING is outstanding. */
+  probing = false;
   constructor(readonly owner: DohUpstream) {}
 
   get live(): boolean { return !this.dead && this.h2 !== null && !this.h2.draining; }
@@ -296,8 +301,27 @@ export class DohUpstream implements Upstream {
   }
 
   private checkConnectivity(): void {
-    if (this.closed || this.hasLiveConnection()) return;
+    if (this.closed) return;
+    this.probeStalled();
+    if (this.hasLiveConnection()) return;
     this.pickConnection();
+  }
+
+  /**
+   * A connection with queries outstanding that has received nothing for a while may belong to a frozen
+   * server (its kernel still ACKs): PING it, and drop it if the PING goes unanswered. The re-dial that
+   * follows then fails its handshake, which marks the upstream down even when hedging keeps queries away.
+   */
+  private probeStalled(): void {
+    const now = performance.now();
+    for (const c of this.conns) {
+      const h2 = c.h2;
+      if (!h2 || !c.live || !c.connected || c.probing || h2.active === 0 || now - h2.lastReceived < STALL_MS) continue;
+      c.probing = true;
+      const timer = setTimeout(() => { c.dead = true; h2.destroy('ETIMEDOUT'); }, STALL_MS);
+      timer.unref();
+      h2.ping(() => { clearTimeout(timer); c.probing = false; });
+    }
   }
 
   private sweep(): void {

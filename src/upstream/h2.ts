@@ -104,6 +104,8 @@ export class H2Connection<T> {
   private readonly headerPrefix: Buffer;
   connected = false;
   closed = false;
+  /** When bytes last arrived from the server (performance.now()): a stall detector for the owner. */
+  lastReceived = performance.now();
   /** Why the connection failed, once it has. */
   error: string | null = null;
 
@@ -258,6 +260,7 @@ export class H2Connection<T> {
   }
 
   private onData(chunk: Buffer): void {
+    this.lastReceived = performance.now();
     let buf = this.inbuf ? Buffer.concat([this.inbuf, chunk]) : chunk;
     this.inbuf = null;
     let off = 0;
