@@ -20,12 +20,19 @@ const TOOLS = ['ip', 'nft', 'unbound', 'dig', 'openssl'];
 
 let seq = 0;
 
-/** Returns a reason to skip lab tests on this machine, or null. */
-export function labUnavailable(extra = []) {
+/** Why root plus `tools` are not available here, or null. */
+export function needRootAndTools(tools) {
   if (process.getuid?.() !== 0) return 'lab tests need root (network namespaces, nft)';
-  for (const t of [...TOOLS, ...extra]) {
+  for (const t of tools) {
     try { execFileSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' }); } catch { return `lab tests need "${t}" (see .ci/run)`; }
   }
+  return null;
+}
+
+/** Returns a reason to skip lab tests on this machine, or null. */
+export function labUnavailable(extra = []) {
+  const why = needRootAndTools([...TOOLS, ...extra]);
+  if (why) return why;
   if (!fs.existsSync(path.join(ROOT, 'dist/cli.js'))) return 'dist/cli.js missing: run npm run build';
   return null;
 }
@@ -107,8 +114,8 @@ export class Lab {
     return this;
   }
 
-  /** (Re)writes the gateway's interception rules to steer port 53 to `port`. */
-  setTproxyPort(port) {
+  /** (Re)writes the gateway's interception rules to steer UDP port 53 to `port` and TCP to `tcpPort`. */
+  setTproxyPort(port, tcpPort = port) {
     this.port = port;
     const rules = `
 table inet dtlab
@@ -117,9 +124,9 @@ table inet dtlab {
   chain pre {
     type filter hook prerouting priority mangle; policy accept;
     meta l4proto udp udp dport 53 tproxy ip to :${port} meta mark set 1 accept
-    meta l4proto tcp tcp dport 53 tproxy ip to :${port} meta mark set 1 accept
+    meta l4proto tcp tcp dport 53 tproxy ip to :${tcpPort} meta mark set 1 accept
     meta l4proto udp udp dport 53 tproxy ip6 to :${port} meta mark set 1 accept
-    meta l4proto tcp tcp dport 53 tproxy ip6 to :${port} meta mark set 1 accept
+    meta l4proto tcp tcp dport 53 tproxy ip6 to :${tcpPort} meta mark set 1 accept
   }
 }`;
     nsExec(this.gw, 'nft', ['-f', '-'], { input: rules });

@@ -1,37 +1,22 @@
-// End-to-end TPROXY lab in two network namespaces (root only):
+// End-to-end TPROXY lab for the native addon alone (root only), on test/lab/lib.js's topology:
 //
-//   client ns (10.249.X.2, fd00:249::2) --veth-- gateway ns (10.249.X.1, fd00:249::1)
+//   client ns (10.77.0.2, fd00:77::2) --veth-- gateway ns (10.77.0.1, fd00:77::1) --veth-- far ns
 //
-// The gateway steers UDP/TCP port 53 with nft `tproxy ... to :PORT` and the
-// usual fwmark/local-route policy routing. The client asks documentation
-// addresses (198.51.100.53, 2001:db8:53::53) that exist nowhere; it only gets
-// an answer if the TransparentUdpSocket in the gateway replies *from* those
-// addresses and port 53, because the client uses a connected UDP socket.
+// The gateway steers UDP/TCP port 53 with nft `tproxy ... to :PORT` and the usual fwmark/local-route
+// policy routing. The client asks documentation addresses (198.51.100.53, 2001:db8:53::53), owned by the
+// far namespace, which runs no DNS server; the client only gets an answer if the TransparentUdpSocket in
+// the gateway replies *from* those addresses and port 53, because the client uses a connected UDP socket.
 import t from 'tap';
 import { spawn, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import readline from 'node:readline';
+import { Lab, needRootAndTools } from '../lab/lib.js';
 
 const serverScript = fileURLToPath(new URL('./helpers/lab-server.js', import.meta.url));
 const clientScript = fileURLToPath(new URL('./helpers/lab-client.js', import.meta.url));
 
-function missingTool(name) {
-  try {
-    execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' });
-    return false;
-  } catch {
-    return true;
-  }
-}
-
-const skipReason =
-  process.getuid?.() !== 0
-    ? 'needs root (network namespaces, TPROXY)'
-    : missingTool('ip')
-      ? 'needs iproute2 (ip)'
-      : missingTool('nft')
-        ? 'needs nftables (nft)'
-        : null;
+// Only the addon is under test here: no unbound or dns-tproxy build needed, just namespaces and nft.
+const skipReason = needRootAndTools(['ip', 'nft']);
 
 if (skipReason) {
   t.comment(`skipping TPROXY lab: ${skipReason}`);
@@ -41,73 +26,15 @@ if (skipReason) {
 }
 
 function runLab() {
-  const tag = String(process.pid % 100000);
-  const gateway = `dtp-gw-${tag}`;
-  const client = `dtp-cl-${tag}`;
-  const vethClient = `dtpc${tag}`;
-  const vethGateway = `dtpg${tag}`;
-  const subnet = `10.249.${process.pid % 250}`;
-  const children = new Set();
-
-  const ip = (...args) => execFileSync('ip', args, { stdio: 'pipe' });
-  const inGateway = (...args) => execFileSync('ip', ['netns', 'exec', gateway, ...args], { stdio: 'pipe' });
-
-  function teardownLab() {
-    for (const child of children) child.kill('SIGKILL');
-    for (const ns of [gateway, client]) {
-      try {
-        ip('netns', 'del', ns); // also removes the veth pair
-      } catch {
-        // not created or already gone
-      }
-    }
-  }
-
-  t.teardown(teardownLab);
-  // Also on a hard exit (tap timeout, uncaught error): teardownLab is sync.
-  process.once('exit', teardownLab);
-  teardownLab();
-  ip('netns', 'add', gateway);
-  ip('netns', 'add', client);
-  ip('link', 'add', vethClient, 'type', 'veth', 'peer', 'name', vethGateway);
-  ip('link', 'set', vethClient, 'netns', client);
-  ip('link', 'set', vethGateway, 'netns', gateway);
-  for (const [ns, dev, v4, v6] of [
-    [gateway, vethGateway, `${subnet}.1/24`, 'fd00:249::1/64'],
-    [client, vethClient, `${subnet}.2/24`, 'fd00:249::2/64'],
-  ]) {
-    ip('-n', ns, 'link', 'set', 'lo', 'up');
-    ip('-n', ns, 'addr', 'add', v4, 'dev', dev);
-    ip('-n', ns, '-6', 'addr', 'add', v6, 'dev', dev, 'nodad');
-    ip('-n', ns, 'link', 'set', dev, 'up');
-  }
-  ip('-n', client, 'route', 'add', 'default', 'via', `${subnet}.1`);
-  ip('-n', client, '-6', 'route', 'add', 'default', 'via', 'fd00:249::1');
-  ip('-n', gateway, 'rule', 'add', 'fwmark', '1', 'lookup', '100');
-  ip('-n', gateway, 'route', 'add', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', '100');
-  ip('-n', gateway, '-6', 'rule', 'add', 'fwmark', '1', 'lookup', '100');
-  ip('-n', gateway, '-6', 'route', 'add', 'local', '::/0', 'dev', 'lo', 'table', '100');
-
-  function setTproxyPorts(udpPort, tcpPort) {
-    const rules = `
-      flush ruleset
-      table inet dtp_lab {
-        chain prerouting {
-          type filter hook prerouting priority mangle; policy accept;
-          meta l4proto udp udp dport 53 tproxy ip to :${udpPort} meta mark set 1 accept
-          meta l4proto udp udp dport 53 tproxy ip6 to :${udpPort} meta mark set 1 accept
-          meta l4proto tcp tcp dport 53 tproxy ip to :${tcpPort} meta mark set 1 accept
-          meta l4proto tcp tcp dport 53 tproxy ip6 to :${tcpPort} meta mark set 1 accept
-        }
-      }`;
-    execFileSync('ip', ['netns', 'exec', gateway, 'nft', '-f', '-'], { input: rules, stdio: ['pipe', 'pipe', 'pipe'] });
-  }
+  const lab = new Lab().up();
+  t.teardown(() => lab.down());
+  const { gw: gateway, client } = lab;
 
   async function startServer(udpPort, tcpPort) {
     const child = spawn('ip', ['netns', 'exec', gateway, process.execPath, serverScript, String(udpPort), String(tcpPort)], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
-    children.add(child);
+    lab.procs.push(child); // the lab's teardown kills what a failed test left running
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const lines = readline.createInterface({ input: child.stdout });
@@ -137,7 +64,6 @@ function runLab() {
         let message = await next('stats');
         while (!message.stats) message = await next('stats');
         await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', resolve)));
-        children.delete(child);
         return message;
       },
     };
@@ -148,12 +74,11 @@ function runLab() {
       const child = spawn('ip', ['netns', 'exec', client, process.execPath, clientScript, mode, host, '53', String(timeoutMs)], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
-      children.add(child);
+      lab.procs.push(child); // the lab's teardown kills what a failed test left running
       let output = '';
       child.stdout.on('data', (d) => (output += d));
       child.stderr.on('data', (d) => (output += d));
       child.on('exit', () => {
-        children.delete(child);
         try {
           resolve(JSON.parse(output.trim().split('\n').pop()));
         } catch {
@@ -167,7 +92,7 @@ function runLab() {
     const tcpPort = udpPort + 1000;
     const sameport = udpPort === 53;
     t.test(`listener on :${udpPort} (${sameport ? 'same port: PKTINFO on the listener' : 'other port: reply sockets'})`, async (t) => {
-      setTproxyPorts(udpPort, tcpPort);
+      lab.setTproxyPort(udpPort, tcpPort);
       const server = await startServer(udpPort, tcpPort);
       t.equal(server.ready.family, 6, 'dual-stack [::] socket');
 
@@ -188,13 +113,13 @@ function runLab() {
       if (!sameport) {
         // The gateway's own address: a reply socket there would also take
         // that address's real port-53 traffic, so the reply is refused.
-        localAnswer = await query('udp', `${subnet}.1`, 1000);
+        localAnswer = await query('udp', '10.77.0.1', 1000);
         t.match(localAnswer, { ok: false, error: 'timeout' }, 'no reply from a local original destination');
       }
 
       const { stats, seen } = await server.finish();
-      t.ok(seen.some((s) => s.client.startsWith(`${subnet}.2:`)), 'IPv4 client reported as family 4 address');
-      t.ok(seen.some((s) => s.client.startsWith('[fd00:249::2]:')), 'IPv6 client address');
+      t.ok(seen.some((s) => s.client.startsWith('10.77.0.2:')), 'IPv4 client reported as family 4 address');
+      t.ok(seen.some((s) => s.client.startsWith('[fd00:77::2]:')), 'IPv6 client address');
       t.equal(stats.sendErrors, 0, 'no send errors');
       t.equal(stats.droppedEagain, 0);
       t.equal(stats.callbackErrors, 0);
@@ -210,8 +135,8 @@ function runLab() {
     });
   }
 
-  t.test('dig from the client namespace (if installed)', { skip: missingTool('dig') && 'dig not installed' }, async (t) => {
-    setTproxyPorts(15353, 16353);
+  t.test('dig from the client namespace (if installed)', { skip: needRootAndTools(['dig']) ?? false }, async (t) => {
+    lab.setTproxyPort(15353, 16353);
     const server = await startServer(15353, 16353);
     for (const host of ['198.51.100.53', '2001:db8:53::53']) {
       const output = execFileSync(
