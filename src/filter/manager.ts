@@ -24,14 +24,8 @@ export interface FilterManagerOptions {
   retryMs?: number;
 }
 
-export interface ListStats {
-  name: string;
-  type: 'path' | 'url';
-  source: string;
-  /** rules loaded from the list in the current engine */
-  rules: number;
-  badLines: number;
-  unsupported: number;
+/** How a list's source has fared: the part of ListStats that a URL list's state carries too. */
+export interface SourceHealth {
   /** last time the content was (re)loaded or confirmed fresh (ms epoch) */
   lastRefresh: number | null;
   /** last successful download or 304 (url lists) */
@@ -42,6 +36,28 @@ export interface ListStats {
   notModified: number;
   /** current content came from the disk cache */
   fromCache: boolean;
+}
+
+const noHealth = (): SourceHealth => ({
+  lastRefresh: null, lastSuccess: null, lastError: null, failures: 0, fetches: 0, notModified: 0, fromCache: false,
+});
+
+/** The SourceHealth fields alone (a URL list's state also holds its timer and content). */
+function healthOf(h: SourceHealth): SourceHealth {
+  return {
+    lastRefresh: h.lastRefresh, lastSuccess: h.lastSuccess, lastError: h.lastError, failures: h.failures,
+    fetches: h.fetches, notModified: h.notModified, fromCache: h.fromCache,
+  };
+}
+
+export interface ListStats extends SourceHealth {
+  name: string;
+  type: 'path' | 'url';
+  source: string;
+  /** rules loaded from the list in the current engine */
+  rules: number;
+  badLines: number;
+  unsupported: number;
 }
 
 export interface FilterStats {
@@ -55,7 +71,7 @@ export interface FilterStats {
   neighbours: number;
 }
 
-interface UrlState {
+interface UrlState extends SourceHealth {
   name: string;
   url: string;
   etag: string | null;
@@ -64,13 +80,6 @@ interface UrlState {
   /** content kept in memory only when the disk cache could not be written */
   mem: Buffer | null;
   hasData: boolean;
-  lastRefresh: number | null;
-  lastSuccess: number | null;
-  lastError: string | null;
-  failures: number;
-  fetches: number;
-  notModified: number;
-  fromCache: boolean;
   refreshMs: number;
   timer: NodeJS.Timeout | null;
 }
@@ -188,16 +197,13 @@ export class FilterManager {
       const base = { name: l.name, rules: src?.rules ?? 0, badLines: src?.badLines ?? 0, unsupported: src?.unsupported ?? 0 };
       if (l.url) {
         const st = this.urls.get(l.name);
-        lists.push({
-          ...base, type: 'url', source: l.url, lastRefresh: st?.lastRefresh ?? null, lastSuccess: st?.lastSuccess ?? null,
-          lastError: st?.lastError ?? null, failures: st?.failures ?? 0, fetches: st?.fetches ?? 0,
-          notModified: st?.notModified ?? 0, fromCache: st?.fromCache ?? false,
-        });
+        lists.push({ ...base, type: 'url', source: l.url, ...(st ? healthOf(st) : noHealth()) });
       } else {
         const st = this.paths.get(l.name);
+        const lastRefresh = st?.lastRefresh ?? null;
         lists.push({
-          ...base, type: 'path', source: l.path!, lastRefresh: st?.lastRefresh ?? null, lastSuccess: st?.lastRefresh ?? null,
-          lastError: st?.lastError ?? null, failures: st?.failures ?? 0, fetches: 0, notModified: 0, fromCache: false,
+          ...base, type: 'path', source: l.path!, ...noHealth(),
+          lastRefresh, lastSuccess: lastRefresh, lastError: st?.lastError ?? null, failures: st?.failures ?? 0,
         });
       }
     }
@@ -206,7 +212,7 @@ export class FilterManager {
         if (s.rules + s.badLines + s.unsupported === 0) continue;
         lists.push({
           name: s.name, type: 'path', source: 'config', rules: s.rules, badLines: s.badLines, unsupported: s.unsupported,
-          lastRefresh: eng.builtAt, lastSuccess: eng.builtAt, lastError: null, failures: 0, fetches: 0, notModified: 0, fromCache: false,
+          ...noHealth(), lastRefresh: eng.builtAt, lastSuccess: eng.builtAt,
         });
       }
     }
@@ -337,8 +343,7 @@ export class FilterManager {
     }
     st = {
       name: l.name, url, etag: null, lastModified: null, fetchedAt: 0, mem: null, hasData: false,
-      lastRefresh: null, lastSuccess: null, lastError: null, failures: 0, fetches: 0, notModified: 0, fromCache: false,
-      refreshMs, timer: null,
+      ...noHealth(), refreshMs, timer: null,
     };
     this.urls.set(l.name, st);
     const cache = await readCache(this.opts.stateDir, l.name, url);
