@@ -78,6 +78,15 @@ t.test('two UDP sockets with reusePort share a port; without it the second fails
   );
 });
 
+/** Connects to 127.0.0.1:port and returns everything the server sends before it ends. */
+async function readAll(port) {
+  const client = net.connect({ host: '127.0.0.1', port });
+  let data = '';
+  client.on('data', (chunk) => (data += chunk));
+  await once(client, 'end');
+  return data;
+}
+
 t.test('TCP listener: works with net.Server, EADDRINUSE when taken', async (t) => {
   const fd = openTransparentTcpListener({ address: '127.0.0.1', port: 0, transparent: false });
   t.type(fd, 'number');
@@ -88,10 +97,7 @@ t.test('TCP listener: works with net.Server, EADDRINUSE when taken', async (t) =
   await once(server, 'listening');
   t.teardown(() => server.close());
   const port = server.address().port;
-  const client = net.connect({ host: '127.0.0.1', port });
-  let data = '';
-  client.on('data', (chunk) => (data += chunk));
-  await once(client, 'end');
+  const data = await readAll(port);
   t.same(JSON.parse(data), { localAddress: '127.0.0.1', localPort: port });
 
   const error = t.throws(() => openTransparentTcpListener({ address: '127.0.0.1', port, transparent: false }));
@@ -108,10 +114,7 @@ t.test('TCP listener on "::" is dual stack unless ipv6Only', async (t) => {
   await once(server, 'listening');
   t.teardown(() => server.close());
   const port = server.address().port;
-  const client = net.connect({ host: '127.0.0.1', port });
-  let data = '';
-  client.on('data', (chunk) => (data += chunk));
-  await once(client, 'end');
+  const data = await readAll(port);
   t.equal(data, '::ffff:127.0.0.1', 'IPv4 client accepted on the dual-stack listener');
 
   const v6only = openTransparentTcpListener({ address: '::', port: 0, transparent: false, ipv6Only: true });
