@@ -59,12 +59,10 @@ class DohConnection implements H2Events<DohRequest> {
   h2: H2Connection<DohRequest> | null = null;
   dead = false;
   lastUsed = 0;
-  /** Why the connection failed, when it did: requests lost with it are classified by this. */
-  sessionError = '';
   /** The TLS handshake completed (requests lost after this are replayed; before it, `connect`). */
   connected = false;
   connectTimer: NodeJS.Timeout | null = null;
-  /** A stall PING is outstanding. */
+  /** A health PING is outstanding. */
   probing = false;
   constructor(readonly owner: DohUpstream) {}
 
@@ -100,7 +98,6 @@ class DohConnection implements H2Events<DohRequest> {
   onClose(error: string | null): void {
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.dead = true;
-    if (error) this.sessionError = error;
     this.owner.connectionClosed(this, error);
   }
 }
@@ -309,19 +306,24 @@ export class DohUpstream implements Upstream {
 
   /**
    * A connection with queries outstanding that has received nothing for a while may belong to a frozen
-   * server (its kernel still ACKs): PING it, and drop it if the PING goes unanswered. The re-dial that
-   * follows then fails its handshake, which marks the upstream down even when hedging keeps queries away.
+   * server (its kernel still ACKs): PING it. The re-dial that follows a drop then fails its handshake,
+   * which marks the upstream down even when hedging keeps queries away from it.
    */
   private probeStalled(): void {
     const now = performance.now();
     for (const c of this.conns) {
-      const h2 = c.h2;
-      if (!h2 || !c.live || !c.connected || c.probing || h2.active === 0 || now - h2.lastReceived < STALL_MS) continue;
-      c.probing = true;
-      const timer = setTimeout(() => { c.dead = true; h2.destroy('ETIMEDOUT'); }, STALL_MS);
-      timer.unref();
-      h2.ping(() => { clearTimeout(timer); c.probing = false; });
+      if (c.h2 && c.h2.active > 0 && now - c.h2.lastReceived >= STALL_MS) this.probe(c, STALL_MS);
     }
+  }
+
+  /** PINGs a live connection and drops it if the answer does not come within `timeoutMs`. */
+  private probe(c: DohConnection, timeoutMs: number): void {
+    const h2 = c.h2;
+    if (!h2 || !c.live || !c.connected || c.probing) return;
+    c.probing = true;
+    const timer = setTimeout(() => { c.dead = true; h2.destroy('ETIMEDOUT'); }, timeoutMs);
+    timer.unref();
+    h2.ping(() => { clearTimeout(timer); c.probing = false; });
   }
 
   private sweep(): void {
@@ -332,15 +334,9 @@ export class DohUpstream implements Upstream {
 
   private pingIdle(interval: number): void {
     const now = performance.now();
-    for (const c of this.conns) {
-      const h2 = c.h2;
-      if (!h2 || !c.live || !c.connected || now - c.lastUsed < interval) continue;
-      // A PING that is not answered within the interval means the path is dead: drop the connection
-      // now rather than when the next query times out on it.
-      const timer = setTimeout(() => { c.dead = true; h2.destroy('ETIMEDOUT'); }, Math.min(interval, 5000));
-      timer.unref();
-      h2.ping(() => clearTimeout(timer));
-    }
+    // An idle PING not answered within the interval (5 s at most) means the path is dead: drop the
+    // connection now rather than when the next query times out on it.
+    for (const c of this.conns) if (now - c.lastUsed >= interval) this.probe(c, Math.min(interval, 5000));
   }
 
   /** Connections currently open (for tests and stats). */
@@ -353,7 +349,8 @@ export class DohUpstream implements Upstream {
     clearInterval(this.healthTimer);
     if (this.pingTimer) clearInterval(this.pingTimer);
     for (const req of [...this.pending]) this.fail(req, 'closed');
-    for (const c of this.conns) c.h2?.close();
+    // A copy: a connection with nothing in flight closes at once and leaves `conns`.
+    for (const c of [...this.conns]) c.h2?.close();
   }
 }
 

@@ -163,30 +163,27 @@ export class H2Connection<T> {
     this.nextStreamId += 2;
     this.streams.set(id, new H2Stream(id, tag));
     this.sendWindow -= body.length;
-    if (body.length > this.peerMaxFrame) { this.startLarge(id, body); return; }
-    // The common case: HEADERS and DATA written into one buffer, one allocation per request.
+    // HEADERS and the DATA frames written into one buffer: one allocation per request.
     const prefix = this.headerPrefix;
     const digits = String(body.length);
     const blockLen = prefix.length + 3 + digits.length;
-    const out = Buffer.allocUnsafe(9 + blockLen + 9 + body.length);
+    const dataFrames = Math.max(1, Math.ceil(body.length / this.peerMaxFrame));
+    const out = Buffer.allocUnsafe(9 + blockLen + 9 * dataFrames + body.length);
     writeFrameHeader(out, 0, blockLen, T_HEADERS, F_END_HEADERS, id);
     prefix.copy(out, 9);
     let o = 9 + prefix.length;
     // content-length: literal without indexing, static name 28 (0x0f 0x0d), raw value
     out[o++] = 0x0f; out[o++] = 0x0d; out[o++] = digits.length;
     o += out.write(digits, o, 'latin1');
-    writeFrameHeader(out, o, body.length, T_DATA, F_END_STREAM, id);
-    body.copy(out, o + 9);
-    this.queue(out);
-  }
-
-  /** A body larger than one frame (the server lowered nothing: DNS messages fit 16 KiB; kept for safety). */
-  private startLarge(id: number, body: Buffer): void {
-    this.queue(frame(T_HEADERS, F_END_HEADERS, id, requestHeaderBlock(this.headerPrefix, body.length)));
-    for (let off = 0; off < body.length; off += this.peerMaxFrame) {
+    // One DATA frame for any DNS query under the peer's frame size (16 KiB at least).
+    for (let off = 0, f = 0; f < dataFrames; f++) {
       const end = Math.min(body.length, off + this.peerMaxFrame);
-      this.queue(frame(T_DATA, end === body.length ? F_END_STREAM : 0, id, body.subarray(off, end)));
+      writeFrameHeader(out, o, end - off, T_DATA, end === body.length ? F_END_STREAM : 0, id);
+      body.copy(out, o + 9, off, end);
+      o += 9 + end - off;
+      off = end;
     }
+    this.queue(out);
   }
 
   /** Withdraws a request: RST_STREAM(CANCEL), no callback. */
@@ -212,13 +209,7 @@ export class H2Connection<T> {
   close(): void {
     if (this.closed || this.closing) return;
     this.closing = true;
-    if (this.streams.size === 0 && this.waiting.length === 0) this.end();
-  }
-
-  private end(): void {
-    this.queue(goaway(0, 0));
-    this.flush();
-    this.socket?.end();
+    this.endIfQuiet();
   }
 
   /** Fails every stream and drops the socket. */
@@ -403,7 +394,7 @@ export class H2Connection<T> {
       this.events.onFailure(s.tag, 'goaway', true);
     }
     for (const w of this.waiting.splice(0)) this.events.onFailure(w.tag, 'goaway', true);
-    if (this.streams.size === 0) this.end();
+    this.endIfQuiet();
   }
 
   private complete(s: H2Stream<T>): void {
@@ -435,12 +426,18 @@ export class H2Connection<T> {
       const w = this.waiting.shift()!;
       this.start(w.body, w.tag);
     }
-    if ((this.closing || this.goawayLastId >= 0) && !this.closed && this.streams.size === 0 && this.waiting.length === 0) {
-      this.closed = true;
-      this.end();
-      this.socket?.destroySoon?.();
-      this.events.onClose(null);
-    }
+    this.endIfQuiet();
+  }
+
+  /** A closing connection, or one the server sent GOAWAY on, ends once nothing is left in flight. */
+  private endIfQuiet(): void {
+    if (!(this.closing || this.goawayLastId >= 0) || this.closed || this.streams.size > 0 || this.waiting.length > 0) return;
+    this.closed = true;
+    this.queue(goaway(0, 0));
+    this.flush();
+    this.socket?.end();
+    this.socket?.destroySoon?.();
+    this.events.onClose(null);
   }
 }
 
@@ -520,13 +517,6 @@ function requestHeaderPrefix(authority: string, path: string): Buffer {
   literal(out, 31, 'application/dns-message'); // content-type
   literal(out, 19, 'application/dns-message'); // accept
   return Buffer.from(out);
-}
-
-function requestHeaderBlock(prefix: Buffer, contentLength: number): Buffer {
-  const out: number[] = [];
-  literal(out, 28, String(contentLength)); // content-length
-  const tail = Buffer.from(out);
-  return Buffer.concat([prefix, tail], prefix.length + tail.length);
 }
 
 /** Static table entries (RFC 7541 Appendix A) for :status values. */
