@@ -59,8 +59,10 @@ export function analyzeAnswer(ans: Uint8Array, len: number, query: Uint8Array, q
     if (rd + rdlen > len) return AnswerError.MALFORMED;
     if (type === TYPE_OPT) {
       // RFC 6891 6.1.1: one OPT, owned by the root, in the additional section. Anything else would make
-      // stripping it corrupt the section counts.
-      if (info.optStart >= 0 || i < an + ns || p !== rr + 1) return AnswerError.MALFORMED;
+      // stripping it corrupt the section counts. It must also be the last record: cutting it out of the
+      // middle would shift every later byte, and a compression pointer after it that points past it would
+      // then land on the wrong bytes. (Servers put it last; only TSIG/SIG(0), never sent over DoH, follow.)
+      if (info.optStart >= 0 || i < an + ns || p !== rr + 1 || i !== total - 1) return AnswerError.MALFORMED;
       info.optStart = rr; info.optLen = rd + rdlen - rr;
       info.rcode |= ans[p + 4] << 4;
     } else {

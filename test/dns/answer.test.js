@@ -59,3 +59,19 @@ t.test('rewriteOpt drops the upstream OPT and adds the client one', async (t) =>
     if (edns) t.ok(p.additionals[0].flags & dnsPacket.DNSSEC_OK, 'DO echoed');
   }
 });
+
+t.test('an OPT that is not the last record is refused: cutting it out would break later compression pointers', async (t) => {
+  const qb = query('a.example'); const { q } = parsed(qb);
+  const encode = (additionals) => dnsPacket.encode({
+    type: 'response', id: 0, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+    questions: [{ type: 'A', name: 'a.example', class: 'IN' }],
+    answers: [{ type: 'A', name: 'a.example', ttl: 60, data: '192.0.2.1' }], additionals,
+  });
+  const opt = { type: 'OPT', name: '.', udpPayloadSize: 1232 };
+  const glue = { type: 'A', name: 'ns.a.example', ttl: 60, data: '192.0.2.53' };
+  const info = new AnswerInfo();
+  const last = encode([glue, opt]);
+  t.equal(analyzeAnswer(last, last.length, qb, 0, q, info), 0, 'OPT last: accepted');
+  const middle = encode([opt, glue]);
+  t.equal(analyzeAnswer(middle, middle.length, qb, 0, q, info), 4, 'OPT before another additional record: MALFORMED');
+});
