@@ -71,8 +71,10 @@ export function saveFinding(f, dir = CRASHERS) {
 export async function fuzz({ executions = Infinity, seconds = 60, seed = crypto.randomInt(2 ** 31), hangMs = 5000, slowMs = 1000, save = true } = {}) {
   const findings = [];
   const t0 = Date.now();
-  // One saved crasher per signature: a known bug found again is reported, not saved again.
-  const known = new Map(listCrashers().map((c) => [c.signature, c.bin]));
+  // One saved crasher per signature of an open bug: found again, it is reported, not saved again. A
+  // signature whose crasher is marked fixed is not "known": hitting it means a new input for the same
+  // symptom (a regression or a second bug), which is saved and reported as NEW.
+  const known = new Map(listCrashers().filter((c) => c.status === 'open').map((c) => [c.signature, c.bin]));
   const res = await runWorker({ mode: 'fuzz', executions, seconds, seed, slowMs }, hangMs, (f) => {
     const file = known.get(f.signature) ?? (save ? saveFinding(f) : null);
     findings.push({ ...f, file, known: known.has(f.signature) });
