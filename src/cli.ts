@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // dns-tproxy command line: run, check, network up|down|show, cache flush.
+import './heap-tuning.js';
 import { parseArgs } from 'node:util';
 import { loadConfigFile } from './config/load.js';
 import { DnsServer, defaultLog } from './server.js';

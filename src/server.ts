@@ -28,6 +28,7 @@ import { TopK } from './metrics/topk.js';
 import { FilterStage, CnameInspectStage, type ZoneForwarder } from './pipeline/filter-stage.js';
 import { FilterManager } from './filter/manager.js';
 import type { FilterConfig } from './filter/config.js';
+import { releaseFreedHeap } from '../native/lib/index.js';
 import { createRateLimitStage, type RateLimitStage, type LimitsConfig } from './pipeline/ratelimit.js';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
@@ -50,6 +51,9 @@ const internalResponder: Responder = {
   send() { /* nothing to send: no client */ },
   describe() { return { client: 'internal', clientPort: 0, server: '', serverPort: 0, family: 4 }; },
 };
+
+/** A trim walks malloc's free lists (about 1 ms at 100 MiB); twice a minute keeps RSS near the live size. */
+const HEAP_TRIM_INTERVAL_MS = 30_000;
 
 export class DnsServer {
   readonly counters = new ServerCounters();
@@ -76,6 +80,8 @@ export class DnsServer {
   top: { clients: TopK; names: TopK; sampleEvery: number } | null = null;
   private audit: AuditObserver | null = null;
   drainTimeouts = 0;
+  heapTrims = 0;
+  private heapTrimTimer: NodeJS.Timeout | null = null;
   reloads = 0;
   reloadFailures = 0;
 
@@ -191,6 +197,10 @@ export class DnsServer {
         json: { '/stats/top': () => this.topSnapshot() },
       });
     }
+    // Freed malloc memory (TLS records, Buffer stores freed on other threads' arenas) otherwise stays
+    // resident after every burst: measured 142 → 101 MiB RSS with 100k cache entries (README "Memory").
+    this.heapTrimTimer = setInterval(() => { if (releaseFreedHeap()) this.heapTrims++; }, HEAP_TRIM_INTERVAL_MS);
+    this.heapTrimTimer.unref();
     this.log('info', 'listening', {
       udp: this.udp.map((u) => u.name), tcp: this.tcp.map((t) => t.name), upstreams: cfg.upstreams.map((u) => u.url),
       metrics: cfg.metrics.listen ?? null,
@@ -250,6 +260,7 @@ export class DnsServer {
   }
 
   async close(): Promise<void> {
+    if (this.heapTrimTimer) clearInterval(this.heapTrimTimer);
     for (const u of this.udp) u.close();
     await Promise.all(this.tcp.map((t) => t.close()));
     this.upstreams.close();

@@ -3,11 +3,32 @@
 
 #include <napi.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "layout.h"
 #include "tcp_listener.h"
 #include "udp_socket.h"
 
 namespace dnstp {
+namespace {
+
+// glibc keeps freed memory in its per-thread arenas and returns only the top
+// of the main heap to the kernel on its own. TLS records, OpenSSL state and
+// Buffer backing stores are malloc'ed and freed at query rate, mostly from
+// other threads' arenas, so after a burst tens of MiB of free pages stay
+// resident. malloc_trim(0) madvises them away in every arena. Returns whether
+// anything was released; false on libcs without it.
+Napi::Value ReleaseFreedHeap(const Napi::CallbackInfo& info) {
+#if defined(__GLIBC__)
+  return Napi::Boolean::New(info.Env(), malloc_trim(0) == 1);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
+}  // namespace
 
 class NativeAddon : public Napi::Addon<NativeAddon> {
  public:
@@ -30,6 +51,8 @@ class NativeAddon : public Napi::Addon<NativeAddon> {
     exports.Set("openTransparentTcpListener",
                 Napi::Function::New(env, OpenTransparentTcpListener, "openTransparentTcpListener"));
     exports.Set("layout", layout);
+    exports.Set("releaseFreedHeap",
+                Napi::Function::New(env, ReleaseFreedHeap, "releaseFreedHeap"));
   }
 
  private:

@@ -125,4 +125,5 @@ export function registerServerMetrics(s: DnsServer): void {
   add('drain_timeouts_total', 'Shutdowns whose drain timed out with queries still in flight.', 'counter', () => [{ value: s.drainTimeouts }]);
   add('config_reloads_total', 'Successful SIGHUP reloads.', 'counter', () => [{ value: s.reloads }]);
   add('config_reload_failures_total', 'Rejected SIGHUP reloads (the old config stays).', 'counter', () => [{ value: s.reloadFailures }]);
+  add('heap_trims_total', 'Times freed malloc memory was handed back to the kernel (every 30 s when there was any).', 'counter', () => [{ value: s.heapTrims }]);
 }

@@ -1,0 +1,25 @@
+// releaseFreedHeap: freed malloc memory really leaves the process.
+import t from 'tap';
+import fs from 'node:fs';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { releaseFreedHeap } from '../../native/lib/index.js';
+
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc');
+const rssAnonKb = () => Number(/RssAnon:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]);
+
+t.test('40 MiB of freed 4 KiB buffers are handed back to the kernel', async (t) => {
+  if (!fs.existsSync('/proc/self/status')) return t.skip('needs /proc');
+  // Backing stores of this size come from malloc's arenas, not mmap; keeping the last one pins the top of
+  // the heap, so free() alone cannot shrink it and only a trim can return the pages below.
+  let held = Array.from({ length: 10240 }, () => Buffer.allocUnsafeSlow(4096).fill(1));
+  const pin = held[held.length - 1];
+  held = null;
+  for (let i = 0; i < 3; i++) { gc(); await new Promise((r) => setImmediate(r)); }
+  const before = rssAnonKb();
+  t.equal(releaseFreedHeap(), true, 'something was released');
+  const after = rssAnonKb();
+  t.ok(before - after > 20 * 1024, `RssAnon ${before} → ${after} KiB`);
+  t.equal(pin.length, 4096);
+});
