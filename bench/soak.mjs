@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { Lab, labUnavailable, baseConfig, SERVER_V4, ROOT, sleep } from '../test/lab/lib.js';
+import { Lab, labUnavailable, baseConfig, SERVER_V4, ROOT, sleep, nsExec } from '../test/lab/lib.js';
 
 const { values } = parseArgs({ options: {
   minutes: { type: 'string', default: '10' }, warmup: { type: 'string' }, interval: { type: 'string', default: '10' },
@@ -82,13 +82,19 @@ export function slope(xs, ys) {
   return den === 0 ? NaN : num / den;
 }
 
-function sample(pid) {
+/** RSS and fds from /proc; V8 heap in use from /metrics, to tell heap growth from malloc or native growth. */
+function sample(pid, lab) {
   const st = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  return { rssKb: Number(/VmRSS:\s+(\d+)/.exec(st)?.[1]), fds: fs.readdirSync(`/proc/${pid}/fd`).length };
+  let heapUsedKb = NaN;
+  try {
+    const m = nsExec(lab.gw, 'curl', ['-s', '--max-time', '2', 'http://127.0.0.1:9153/metrics']);
+    heapUsedKb = Math.round(Number(/^dns_tproxy_nodejs_heap_size_used_bytes (\S+)/m.exec(m)?.[1]) / 1024);
+  } catch { /* reported as NaN */ }
+  return { rssKb: Number(/VmRSS:\s+(\d+)/.exec(st)?.[1]), rssAnonKb: Number(/RssAnon:\s+(\d+)/.exec(st)?.[1]), heapUsedKb, fds: fs.readdirSync(`/proc/${pid}/fd`).length };
 }
 
 async function main() {
-  const why = labUnavailable();
+  const why = labUnavailable(['curl']);
   if (why) { process.stderr.write(`soak needs the lab: ${why}\n`); return 2; }
   const lab = new Lab().up();
   const cleanup = () => lab.down();
@@ -116,23 +122,24 @@ async function main() {
     const samples = [];
     const t0 = Date.now();
     while ((Date.now() - t0) / 1000 < totalS) {
-      const s = { tMin: (Date.now() - t0) / 60000, ...sample(pid) };
+      const s = { tMin: (Date.now() - t0) / 60000, ...sample(pid, lab) };
       samples.push(s);
-      process.stdout.write(`  t=${s.tMin.toFixed(2)} min  rss=${(s.rssKb / 1024).toFixed(1)} MiB  fds=${s.fds}${last ? `  sent=${last.sent} answered=${last.answered} tcp=${last.tcpAnswered}/${last.tcpQueries}` : ''}\n`);
+      process.stdout.write(`  t=${s.tMin.toFixed(2)} min  rss=${(s.rssKb / 1024).toFixed(1)} MiB (anon ${(s.rssAnonKb / 1024).toFixed(1)}, V8 heap used ${(s.heapUsedKb / 1024).toFixed(1)})  fds=${s.fds}${last ? `  sent=${last.sent} answered=${last.answered} tcp=${last.tcpAnswered}/${last.tcpQueries}` : ''}\n`);
       if (srv.exitCode !== null) throw new Error('server exited during the soak');
       await sleep(intervalS * 1000);
     }
     await new Promise((r) => load.once('exit', r));
-    samples.push({ tMin: (Date.now() - t0) / 60000, ...sample(pid) });
+    samples.push({ tMin: (Date.now() - t0) / 60000, ...sample(pid, lab) });
     const steady = samples.filter((s) => s.tMin >= warmup);
     const rssSlope = slope(steady.map((s) => s.tMin), steady.map((s) => s.rssKb));
     const fdSlope = slope(steady.map((s) => s.tMin), steady.map((s) => s.fds));
+    const heapSlope = slope(steady.map((s) => s.tMin), steady.map((s) => s.heapUsedKb));
     const pass = Math.abs(rssSlope) < RSS_BOUND_KB_PER_MIN && Math.abs(fdSlope) < FD_BOUND_PER_MIN && srv.exitCode === null;
     const report = {
       minutes, warmupMinutes: warmup, samples: samples.length, steadySamples: steady.length, load: last,
       rssKb: { first: steady[0]?.rssKb, last: steady.at(-1)?.rssKb, max: Math.max(...steady.map((s) => s.rssKb)) },
       fds: { first: steady[0]?.fds, last: steady.at(-1)?.fds, max: Math.max(...steady.map((s) => s.fds)) },
-      rssSlopeKbPerMin: Number(rssSlope.toFixed(1)), fdSlopePerMin: Number(fdSlope.toFixed(3)),
+      rssSlopeKbPerMin: Number(rssSlope.toFixed(1)), heapUsedSlopeKbPerMin: Number(heapSlope.toFixed(1)), fdSlopePerMin: Number(fdSlope.toFixed(3)),
       bounds: { rssKbPerMin: RSS_BOUND_KB_PER_MIN, fdsPerMin: FD_BOUND_PER_MIN }, pass,
     };
     process.stdout.write(`${JSON.stringify(report, null, values.json ? 0 : 2)}\n`);
