@@ -9,13 +9,17 @@ const n = Number(process.argv[2] ?? 100000);
 const why = labUnavailable(['dnsperf', 'curl']);
 if (why) { console.error(why); process.exit(1); }
 const lab = new Lab().up();
-const rss = (pid) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
+const status = (pid, field) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
+const rss = (pid) => status(pid, 'VmRSS');
+// File-backed pages are mostly the node binary's own code: the floor no heap work can lower.
+const split = (pid) => ({ anonMB: +status(pid, 'RssAnon').toFixed(1), fileMB: +status(pid, 'RssFile').toFixed(1) });
 try {
   await lab.startUnbound();
   const srv = await lab.startServer(lab.writeConfig('rss.yaml', baseConfig(lab)));
   const file = path.join(lab.dir, 'names.txt');
   fs.writeFileSync(file, Array.from({ length: n }, (_, i) => `c${i}.wild.test A`).join('\n') + '\n');
   const before = rss(srv.pid);
+  const splitBefore = split(srv.pid);
   nsExec(lab.client, 'dnsperf', ['-s', SERVER_V4, '-d', file, '-n', '1', '-q', '500', '-Q', '8000'], { timeout: 300_000 });
   const m = nsExec(lab.gw, 'curl', ['-s', 'http://127.0.0.1:9153/metrics']);
   const entries = Number(/^dns_tproxy_cache_entries (\d+)/m.exec(m)?.[1]);
@@ -28,4 +32,5 @@ try {
   const m2 = nsExec(lab.gw, 'curl', ['-s', 'http://127.0.0.1:9153/metrics']);
   console.log(JSON.stringify({ heapUsedAfterIdleMB: g.call(null, /^dns_tproxy_nodejs_heap_size_used_bytes (\S+)/m, m2) }));
   console.log(JSON.stringify({ entries, cacheBytesMB: +(bytes / 1048576).toFixed(1), rssBeforeMB: +before.toFixed(1), rssAfterFillMB: +justAfter.toFixed(1), rssAfter30sIdleMB: +rss(srv.pid).toFixed(1) }));
+  console.log(JSON.stringify({ before: splitBefore, after30sIdle: split(srv.pid) }));
 } finally { await lab.down(); }

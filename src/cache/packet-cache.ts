@@ -74,8 +74,10 @@ export class PacketCache {
   constructor(config: Partial<CacheConfig> = {}, now: () => number = Date.now) {
     this.config = { ...DEFAULT_CACHE_CONFIG, ...config };
     this.now = now;
+    // No `max`: with one, lru-cache preallocates seven arrays of `max` slots (7 MiB at the default 200k,
+    // resident before the first answer). Without it they grow with use, and store() enforces the cap.
     this.lru = new LRUCache<string, CacheEntry>({
-      max: this.config.maxEntries,
+      max: 0,
       maxSize: this.config.maxBytes,
       sizeCalculation: (e) => e.size,
       dispose: (_v, _k, reason) => { if (reason === 'evict') this.evictions++; },
@@ -132,6 +134,8 @@ export class PacketCache {
     buf[0] = 0; buf[1] = 0;
     const e = new CacheEntry(buf.toString('latin1'), wireLen, this.now(), ttl, info.rcode & 0x0f, info.hasCname);
     this.lru.set(key, e);
+    // pop() takes the least recently used, never the entry just set, and reports it as an eviction.
+    while (this.lru.size > this.config.maxEntries) this.lru.pop();
     this.inserts++;
     return e;
   }
