@@ -50,7 +50,7 @@ interface NativeAddon {
   ) => NativeUdpSocket;
   openTransparentTcpListener(options: object): number;
   layout: NativeLayout;
-  releaseFreedHeap(): boolean;
+  releaseFreedHeap(): Promise<boolean>;
 }
 
 const addon = require('../build/Release/dns_tproxy_native.node') as NativeAddon;
@@ -470,10 +470,10 @@ export function openTransparentTcpListener(options: TransparentTcpListenerOption
 }
 
 /**
- * Returns malloc's freed-but-resident pages to the kernel (glibc `malloc_trim(0)`). Costs one walk over
- * malloc's free lists, about a millisecond with ~100 MiB of heap, so call it from a slow timer, not per
- * query. False when nothing was released or the libc has no such call.
+ * Returns malloc's freed-but-resident pages to the kernel (glibc `malloc_trim(0)`), on the libuv thread
+ * pool: a trim walks every free chunk (milliseconds with ~100 MiB freed), which must not stall the event
+ * loop. Resolves false when nothing was released or the libc has no such call.
  */
-export function releaseFreedHeap(): boolean {
+export function releaseFreedHeap(): Promise<boolean> {
   return addon.releaseFreedHeap();
 }

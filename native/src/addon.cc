@@ -18,14 +18,37 @@ namespace {
 // of the main heap to the kernel on its own. TLS records, OpenSSL state and
 // Buffer backing stores are malloc'ed and freed at query rate, mostly from
 // other threads' arenas, so after a burst tens of MiB of free pages stay
-// resident. malloc_trim(0) madvises them away in every arena. Returns whether
-// anything was released; false on libcs without it.
-Napi::Value ReleaseFreedHeap(const Napi::CallbackInfo& info) {
+// resident. malloc_trim(0) madvises them away in every arena. It walks every
+// free chunk (measured 10-22 ms after freeing 40-100 MiB of small blocks), so
+// it runs on the libuv thread pool rather than stalling the event loop;
+// glibc locks each arena while trimming it, so concurrent mallocs only wait
+// for that arena. Resolves to whether anything was released (always false on
+// libcs without malloc_trim).
+class TrimWorker : public Napi::AsyncWorker {
+ public:
+  explicit TrimWorker(Napi::Env env)
+      : Napi::AsyncWorker(env, "dnsTproxyReleaseFreedHeap"), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
 #if defined(__GLIBC__)
-  return Napi::Boolean::New(info.Env(), malloc_trim(0) == 1);
-#else
-  return Napi::Boolean::New(info.Env(), false);
+    released_ = malloc_trim(0) == 1;
 #endif
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Boolean::New(Env(), released_)); }
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  bool released_ = false;
+};
+
+Napi::Value ReleaseFreedHeap(const Napi::CallbackInfo& info) {
+  auto* worker = new TrimWorker(info.Env());  // deletes itself after OnOK/OnError
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
 }
 
 }  // namespace
