@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // dns-tproxy command line: run, check, network up|down|show, cache flush.
-import './heap-tuning.js';
 import { parseArgs } from 'node:util';
+import { applyConfiguredSemiSpace } from './heap-tuning.js';
 import { loadConfigFile } from './config/load.js';
 import { DnsServer, defaultLog } from './server.js';
 import { ConfigError, DnsTproxyError } from './errors.js';
@@ -45,6 +45,7 @@ async function main(argv: string[]): Promise<number> {
 
 async function run(file: string, manageNetwork: boolean): Promise<number> {
   const cfg = loadConfigFile(file);
+  applyConfiguredSemiSpace(cfg.memory.semiSpaceMiB);
   const log = defaultLog;
   if (isWorker()) {
     const server = await runWorker(cfg, log);

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { DEFAULT_CACHE_CONFIG } from '../cache/packet-cache.js';
 import type { Config } from './types.js';
+import { DEFAULT_SEMI_SPACE_MIB } from '../heap-tuning.js';
 
 /** Loopback and private ranges: the plain listener must never become an open resolver. */
 export const DEFAULT_PLAIN_ALLOW = ['127.0.0.0/8', '::1/128', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7', 'fe80::/10'];
@@ -25,6 +26,7 @@ export function applyDefaults(raw: Partial<Config>, baseDir: string): Config {
       },
     },
     workers: raw.workers ?? 1,
+    memory: { semiSpaceMiB: DEFAULT_SEMI_SPACE_MIB, ...(raw.memory ?? {}) },
     upstreams: (raw.upstreams ?? []).map((x) => ({ ...x, ca: resolve(x.ca) })),
     bootstrap: raw.bootstrap ?? [],
     upstream: {

@@ -28,6 +28,13 @@ export const coreSchema = {
     },
   },
   workers: { oneOf: [{ type: 'integer', minimum: 1, maximum: 64 }, { const: 'auto' }] },
+  memory: {
+    type: 'object', additionalProperties: false,
+    properties: {
+      /** Cap on each V8 young-generation semi-space (src/heap-tuning.ts); 1 saves RSS, 4 saves CPU. */
+      semiSpaceMiB: { type: 'integer', minimum: 1, maximum: 64 },
+    },
+  },
   upstreams: {
     type: 'array', minItems: 1,
     items: {

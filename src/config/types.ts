@@ -17,6 +17,7 @@ export interface Config {
     tcp: TcpLimits;
   };
   workers: number | 'auto';
+  memory: { semiSpaceMiB: number };
   upstreams: UpstreamConfig[];
   /** Plain-DNS servers resolving upstream hostnames. */
   bootstrap: string[];
