@@ -1,9 +1,10 @@
 // `memory.semiSpaceMiB`, applied by `dns-tproxy run` as soon as the config is loaded.
 //
-// V8 grows the young generation from 1 MiB semi-spaces up to 16 MiB under allocation pressure (the miss
-// path allocates per query) and keeps it: 32 MiB of RSS for a process whose live young objects are a few
-// hundred KiB. Measured with `npm run bench -- --scenarios miss` (README "Memory"): 1 MiB semi-spaces cost
-// ~8 % more CPU per miss than V8's 16 MiB, 4 MiB cost no more than 16. Hence the default cap of 4.
+// V8 grows the young generation from 0.5 MiB semi-spaces up to 16 MiB under allocation pressure (the miss
+// path allocates per query) and keeps it while busy: 32 MiB of RSS for a process whose live young objects
+// are a few hundred KiB. Measured with `npm run bench -- --scenarios miss` (README "Memory"): semi-spaces
+// of at most 1 MiB cost ~8 % more CPU per miss than V8's 16 MiB; 4 MiB cost no more than 16. Hence the
+// default cap of 4.
 //
 // `--max-semi-space-size` is fixed when the heap is set up and would need a node command-line flag, which
 // `node dist/cli.js` (systemd, peers.sh) does not pass. `--semi-space-growth-factor` is read at every
@@ -33,7 +34,7 @@ export function capYoungGeneration(mib: number): void {
   watch?.disconnect();
   watch = null;
   if (!Number.isInteger(mib) || mib <= 0) { setGrowthFactor(V8_GROWTH_FACTOR); return; }
-  const now = youngGenerationBytes() / 2;
+  const now = youngGenerationBytes() / 2 || MIB / 2;
   if (now >= mib * MIB) { setGrowthFactor(1); return; }
   setGrowthFactor(Math.max(2, Math.round((mib * MIB) / now)));
   // GC entries arrive shortly after each collection, and growth only ever happens at one.
