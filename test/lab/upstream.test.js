@@ -30,13 +30,14 @@ if (lab) {
     return { out, ms: Date.now() - t0 };
   };
   let seq = 0;
-  /** Runs dnsperf in the client namespace with `n` unique wild.test names; resolves with its stdout. */
-  const dnsperf = (n) => {
+  /** Runs dnsperf in the client namespace with `n` unique wild.test names (at most `qps` a second when
+   * given); resolves with its stdout. */
+  const dnsperf = (n, qps = 0) => {
     const file = path.join(lab.dir, `q${seq}.txt`);
     const tag = `r${seq++}`;
     fs.writeFileSync(file, Array.from({ length: n }, (_, i) => `${tag}-${i}.wild.test A`).join('\n') + '\n');
     const log = path.join(lab.dir, `dnsperf-${tag}.log`);
-    const proc = lab.spawnIn(lab.client, 'dnsperf', ['-s', SERVER_V4, '-d', file, '-n', '1', '-q', '200', '-t', '5'], log);
+    const proc = lab.spawnIn(lab.client, 'dnsperf', ['-s', SERVER_V4, '-d', file, '-n', '1', '-q', '200', '-t', '5', ...(qps ? ['-Q', String(qps)] : [])], log);
     return { proc, done: new Promise((r) => proc.once('exit', () => r(fs.readFileSync(log, 'utf8')))) };
   };
 
@@ -50,7 +51,8 @@ if (lab) {
 
   t.test('(a) first upstream SIGKILLed mid-run: 5000 queries, 0 lost, all NOERROR', async (t) => {
     const before = requests(u1);
-    const run = dnsperf(5000);
+    // Paced so that the run lasts ~1.25 s: unpaced, a fast server finished all 5000 before the kill.
+    const run = dnsperf(5000, 4000);
     const started = Date.now();
     await sleep(250);
     await lab.stop(u1.proc, 'SIGKILL');
@@ -96,7 +98,13 @@ if (lab) {
     t.ok(times.at(-1) < 1000, `every query well under the 2 s deadline (max ${times.at(-1)} ms)`);
     // The frozen one is marked down by the hedges (3 consecutive) — a few queries may be needed to
     // route to it at all (exploration / probes).
-    await waitFor(async () => { dig(`frozen-w${seq++}.wild.test`); return healthy(u2) === 0; }, 20_000, 'frozen upstream unhealthy');
+    try {
+      await waitFor(async () => { dig(`frozen-w${seq++}.wild.test`); return healthy(u2) === 0; }, 20_000, 'frozen upstream unhealthy');
+    } catch (e) {
+      // Seen once in CI and a few times locally, never with this dump yet: what the pool saw.
+      t.comment(metrics().split('\n').filter((l) => /^dns_tproxy_upstream/.test(l) && !l.includes('_bucket')).join('\n'));
+      throw e;
+    }
     t.equal(healthy(u2), 0, 'dns_tproxy_upstream_healthy 0 for the frozen upstream');
     const r = dig('while-down.wild.test');
     t.ok(r.ms < 1000, `still answered fast (${r.ms} ms)`);
