@@ -2,7 +2,7 @@
 //
 // Strategies (config `upstream.strategy`):
 //   fastest (default)  lowest latency EWMA among healthy upstreams; `explore` of the picks (5%) go to a
-//                      random healthy upstream so that the others' EWMAs stay current.
+//                      random other healthy upstream so that the others' EWMAs and health stay current.
 //   failover           the first healthy upstream in config order.
 //   round-robin        healthy upstreams in turn.
 //   parallel           the best two (by EWMA) at once; the first valid answer wins, the other is cancelled.
@@ -27,7 +27,7 @@ export interface PoolOptions {
   /** First backoff of an open circuit (default 1000 ms); doubles up to maxBackoffMs. */
   probeBackoffMs?: number;
   maxBackoffMs?: number;
-  /** Share of `fastest` picks that go to a random healthy upstream (default 0.05). */
+  /** Share of `fastest` picks that go to a random other healthy upstream (default 0.05). */
   explore?: number;
   /** Floor of the hedge delay; 0 disables hedging (default 300 ms). See hedgeDelay(). */
   hedgeMs?: number;
@@ -123,10 +123,6 @@ export class UpstreamPool {
       default: {
         // fastest and parallel: lowest EWMA; an upstream without samples yet counts as fastest so it
         // gets measured.
-        if (this.strategy === 'fastest' && healthyCount > 1 && this.random() < this.explore) {
-          let k = Math.floor(this.random() * healthyCount);
-          for (let i = 0; i < n; i++) if (this.usable(i, exclude) && k-- === 0) return i;
-        }
         let best = -1;
         for (let i = 0; i < n; i++) {
           if (!this.usable(i, exclude)) continue;
@@ -135,11 +131,18 @@ export class UpstreamPool {
         // Hysteresis: stay on the current favourite unless another is clearly (25%) faster, so that
         // equally fast upstreams do not split the load (one busy connection batches better).
         const f = this.favourite;
+        let chosen = best;
         if (exclude === 0) {
-          if (f >= 0 && f !== best && this.usable(f, 0) && this.health[f].ewmaMs <= this.health[best].ewmaMs * 1.25 + 0.5) return f;
-          this.favourite = best;
+          if (f >= 0 && f !== best && this.usable(f, 0) && this.health[f].ewmaMs <= this.health[best].ewmaMs * 1.25 + 0.5) chosen = f;
+          else this.favourite = best;
         }
-        return best;
+        // Exploration goes to one of the others: landing on the upstream we would pick anyway would
+        // waste it, and a frozen or recovered upstream would take twice as long to notice.
+        if (this.strategy === 'fastest' && healthyCount > 1 && this.random() < this.explore) {
+          let k = Math.floor(this.random() * (healthyCount - 1));
+          for (let i = 0; i < n; i++) if (i !== chosen && this.usable(i, exclude) && k-- === 0) return i;
+        }
+        return chosen;
       }
     }
   }

@@ -97,9 +97,9 @@ if (lab) {
     t.comment(`latency while frozen: median ${times[15]} ms, max ${times.at(-1)} ms`);
     t.ok(times.at(-1) < 1000, `every query well under the 2 s deadline (max ${times.at(-1)} ms)`);
     // The frozen one is marked down by the hedges (3 consecutive), but with `fastest` it only sees the
-    // exploration share of queries (~2.5 % here, as half of the 5 % explores land on the favourite).
-    // One query per poll gave ~150 queries in 20 s, too few to be sure of 3 explores (it failed about
-    // one run in four); ten per poll makes ~1,000.
+    // exploration share of queries (5 %). One query per poll gave ~150 queries in 20 s, and when half of
+    // the explores still landed on the favourite, too few to be sure of 3 (it failed about one run in
+    // four). Ten per poll make ~1,000.
     const burst = () => Array.from({ length: 9 }, () => [`frozen-w${seq++}.wild.test`, 'A']).flat();
     try {
       await waitFor(async () => { dig(`frozen-w${seq++}.wild.test`, burst()); return healthy(u2) === 0; }, 20_000, 'frozen upstream unhealthy');
