@@ -128,7 +128,8 @@ async function main() {
       if (srv.exitCode !== null) throw new Error('server exited during the soak');
       await sleep(intervalS * 1000);
     }
-    await new Promise((r) => load.once('exit', r));
+    // The load may already have exited during the last sleep (a 30-minute run hung here waiting for it).
+    if (load.exitCode === null && load.signalCode === null) await new Promise((r) => load.once('exit', r));
     samples.push({ tMin: (Date.now() - t0) / 60000, ...sample(pid, lab) });
     const steady = samples.filter((s) => s.tMin >= warmup);
     const rssSlope = slope(steady.map((s) => s.tMin), steady.map((s) => s.rssKb));
