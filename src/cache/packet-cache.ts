@@ -1,6 +1,5 @@
 // The packet cache: upstream answers stored once on the wire, served by copying and patching in place
 // (ID, question case, TTLs). No DNS decoding on a hit.
-import { LRUCache } from 'lru-cache';
 import { AnswerInfo, TtlPolicy, cacheableTtl } from '../dns/answer.js';
 import { ParsedQuery, readU32, writeOpt, SERVER_UDP_SIZE } from '../dns/wire.js';
 
@@ -27,40 +26,44 @@ export const DEFAULT_CACHE_CONFIG: CacheConfig = {
 /** TTL written into stale answers (RFC 8767 4: "30 seconds is RECOMMENDED"). */
 export const STALE_TTL = 30;
 
-/**
- * One cached answer. The wire bytes (ID 0, no OPT) and the offsets of its TTL fields are packed into a
- * single latin1 string: at 100k entries a string costs a fraction of a Buffer plus a Uint16Array
- * (each a separate object with its own backing store), and Buffer#latin1Write copies it out natively.
- */
-export class CacheEntry {
-  constructor(
-    /** wire bytes, then two bytes (big-endian) per TTL offset */
-    readonly data: string,
-    readonly wireLen: number,
-    /** When it was stored, ms on the cache clock. */
-    readonly storedAt: number,
-    /** Effective TTL in seconds after min/max clamping. */
-    readonly ttl: number,
-    readonly rcode: number,
-    readonly hasCname: boolean,
-  ) {}
-  hits = 0;
-  prefetching = false;
-  get ttlCount(): number { return (this.data.length - this.wireLen) >> 1; }
-  ttlOffset(i: number): number {
-    const p = this.wireLen + 2 * i;
-    return (this.data.charCodeAt(p) << 8) | this.data.charCodeAt(p + 1);
-  }
-  /** Bytes charged to the cache: the string plus the entry, its key and the LRU's bookkeeping. */
-  get size(): number { return this.data.length + 160; }
-}
-
 /** Returned by lookup(): whether the entry is fresh, stale-servable, or unusable. */
 export const enum Freshness { MISS = 0, FRESH = 1, STALE = 2 }
 
+/** get()/store() result meaning "no entry". Entry handles are slot numbers (>= 0). */
+export const NO_ENTRY = -1;
+
+/**
+ * Bytes charged per entry on top of its record string: the slot's typed-array fields (33 B), its index
+ * cell and the slack of power-of-two growth (~20 B), and the string's header and array pointer (24 B).
+ * Measured: `node --expose-gc bench/cache-memory.mjs`.
+ */
+export const ENTRY_OVERHEAD = 80;
+
+/** Longest probe sequence the index allows. Keys that would sit further from home are not cached, so a
+ *  flood of colliding names costs a bounded number of probes per lookup rather than a scan. */
+const MAX_PROBE = 128;
+const INITIAL_SLOTS = 1024;
+/** Scratch for building a record: the largest answer plus its TTL offsets plus the largest key. */
+const recordScratch = Buffer.allocUnsafe(65535 + 2 * 256 + 512);
+
+type Latin1Buffer = Buffer & { latin1Write(s: string, o: number, n: number): number; latin1Slice(a: number, b: number): string };
+
+/**
+ * The answer store. lru-cache was the first cut; at 100k entries its Map and five per-entry arrays cost
+ * ~87 B, the key string ~45 B and the entry object ~110 B (bench/cache-memory.mjs), three times the
+ * answers themselves. Here an entry is a slot number. Its fixed fields sit in typed arrays and its bytes
+ * in one latin1 string (the record), found through an open-addressing index over a seeded hash of the key:
+ *
+ *   record = header (12) | answer after the question | 2 bytes per TTL offset | key
+ *
+ * The question is not stored twice: it is the key's tail, and writeAnswer() copies the client's own
+ * question bytes (its 0x20 case) anyway. Records carry the ID zeroed and no OPT (the OPT we answer with
+ * depends on the client's EDNS, not the upstream's).
+ *
+ * A handle stays valid until the next store(), delete() or flush(); callers use it synchronously.
+ */
 export class PacketCache {
   readonly config: CacheConfig;
-  private readonly lru: LRUCache<string, CacheEntry>;
   private readonly now: () => number;
   // Plain counters: exported by the metrics collector, never prom-client calls per query.
   hits = 0;
@@ -70,91 +73,154 @@ export class PacketCache {
   coalesced = 0;
   evictions = 0;
   inserts = 0;
+  /** Answers not cached because their key's probe sequence was full (a hash flood, or bad luck). */
+  probeLimited = 0;
+
+  private readonly seed = (Math.random() * 0x100000000) | 0;
+  private capacity = 0;
+  private count = 0;
+  private usedBytes = 0;
+  private records: string[] = [];
+  private hashOf = new Int32Array(0);
+  /** LRU list: head is the most recently used. Free slots are chained through `next` too. */
+  private prev = new Int32Array(0);
+  private next = new Int32Array(0);
+  private head = -1;
+  private tail = -1;
+  private freeHead = -1;
+  private storedAtMs = new Float64Array(0);
+  private ttlSec = new Int32Array(0);
+  private hitCount = new Uint32Array(0);
+  private dataLen = new Uint16Array(0);
+  private keyLen = new Uint16Array(0);
+  private refreshing = new Uint8Array(0);
+  /** slot + 1, or 0 for an empty cell. Twice the slot capacity, so the load stays at or under 1/2. */
+  private index = new Int32Array(0);
+  private mask = 0;
 
   constructor(config: Partial<CacheConfig> = {}, now: () => number = Date.now) {
     this.config = { ...DEFAULT_CACHE_CONFIG, ...config };
     this.now = now;
-    // No `max`: with one, lru-cache preallocates seven arrays of `max` slots (7 MiB at the default 200k,
-    // resident before the first answer). Without it they grow with use, and store() enforces the cap.
-    this.lru = new LRUCache<string, CacheEntry>({
-      max: 0,
-      maxSize: this.config.maxBytes,
-      sizeCalculation: (e) => e.size,
-      dispose: (_v, _k, reason) => { if (reason === 'evict') this.evictions++; },
-    });
+    this.reset();
   }
 
-  get entries(): number { return this.lru.size; }
-  get bytes(): number { return this.lru.calculatedSize; }
+  get entries(): number { return this.count; }
+  get bytes(): number { return this.usedBytes; }
 
-  /** The entry for `key` if it can be served fresh, or as stale within the allowed window. */
-  get(key: string): CacheEntry | undefined { return this.lru.get(key); }
+  /** The entry for `key` (fresh or not: see freshness()), made most recently used; NO_ENTRY if absent. */
+  get(key: string): number {
+    const s = this.find(key, hashKey(key, this.seed));
+    if (s >= 0) this.touch(s);
+    return s;
+  }
 
-  freshness(e: CacheEntry, now = this.now()): Freshness {
-    const ageMs = now - e.storedAt;
-    if (ageMs < e.ttl * 1000) return Freshness.FRESH;
-    if (ageMs < (e.ttl + this.config.staleMaxAge) * 1000) return Freshness.STALE;
+  freshness(e: number, now = this.now()): Freshness {
+    const ageMs = now - this.storedAtMs[e];
+    const ttl = this.ttlSec[e];
+    if (ageMs < ttl * 1000) return Freshness.FRESH;
+    if (ageMs < (ttl + this.config.staleMaxAge) * 1000) return Freshness.STALE;
     return Freshness.MISS;
   }
 
+  storedAt(e: number): number { return this.storedAtMs[e]; }
+  /** Effective TTL in seconds after min/max clamping. */
+  ttl(e: number): number { return this.ttlSec[e]; }
+  hitsOf(e: number): number { return this.hitCount[e]; }
+  countHit(e: number): void { this.hitCount[e]++; }
+  isRefreshing(e: number): boolean { return this.refreshing[e] !== 0; }
+  setRefreshing(e: number, on: boolean): void { this.refreshing[e] = on ? 1 : 0; }
+
   /** True when a fresh hit is in the last part of its TTL and popular enough to refresh early. */
-  wantsPrefetch(e: CacheEntry, now = this.now()): boolean {
-    if (e.prefetching || e.hits < this.config.prefetchMinHits || e.ttl < 10) return false;
-    const left = e.ttl * 1000 - (now - e.storedAt);
-    return left < e.ttl * 1000 * this.config.prefetchThreshold;
+  wantsPrefetch(e: number, now = this.now()): boolean {
+    const ttl = this.ttlSec[e];
+    if (this.refreshing[e] !== 0 || this.hitCount[e] < this.config.prefetchMinHits || ttl < 10) return false;
+    const left = ttl * 1000 - (now - this.storedAtMs[e]);
+    return left < ttl * 1000 * this.config.prefetchThreshold;
   }
 
   /**
-   * Stores an upstream answer (already validated by analyzeAnswer into `info`). Returns the entry or
-   * undefined when the answer is not cacheable.
+   * Stores an upstream answer (already validated by analyzeAnswer into `info`, so its question is the
+   * key's). Returns the entry, or NO_ENTRY when the answer is not cacheable.
    */
-  store(key: string, ans: Uint8Array, len: number, info: AnswerInfo): CacheEntry | undefined {
+  store(key: string, ans: Uint8Array, len: number, info: AnswerInfo): number {
     const ttl = cacheableTtl(info, this.config);
-    if (ttl <= 0) return undefined;
-    // Store without OPT: the OPT we answer with depends on the client's own EDNS, not the upstream's.
-    let wireLen = len;
+    if (ttl <= 0) return NO_ENTRY;
+    const qEnd = 12 + key.length - 2;
     let optStart = info.optStart, optEnd = info.optStart + info.optLen;
-    if (optStart >= 0) wireLen -= info.optLen;
-    const buf = Buffer.allocUnsafe(wireLen + 2 * info.ttlCount);
-    if (optStart >= 0) {
-      buf.set(ans.subarray(0, optStart), 0);
-      buf.set(ans.subarray(optEnd, len), optStart);
-      const ar = ((buf[10] << 8) | buf[11]) - 1;
-      buf[10] = ar >> 8; buf[11] = ar & 0xff;
-      buf[3] &= 0xf0; buf[3] |= info.rcode & 0x0f;
+    if (optStart < 0) { optStart = 0x10000; optEnd = 0x10000; }
+    const r = recordScratch as Latin1Buffer;
+    // Header, then everything after the question except the OPT.
+    r.set(ans.subarray(0, 12), 0);
+    let w = 12;
+    if (optStart < len) {
+      r.set(ans.subarray(qEnd, optStart), w); w += optStart - qEnd;
+      r.set(ans.subarray(optEnd, len), w); w += len - optEnd;
+      const ar = ((r[10] << 8) | r[11]) - 1;
+      r[10] = ar >> 8; r[11] = ar & 0xff;
+      r[3] = (r[3] & 0xf0) | (info.rcode & 0x0f);
     } else {
-      buf.set(ans.subarray(0, len), 0);
-      optStart = 0x10000; optEnd = 0x10000;
+      r.set(ans.subarray(qEnd, len), w); w += len - qEnd;
     }
+    r[0] = 0; r[1] = 0;
+    const data = w;
     for (let i = 0; i < info.ttlCount; i++) {
       const o = info.ttlOffsets[i];
       const at = o > optStart ? o - (optEnd - optStart) : o;
-      buf[wireLen + 2 * i] = at >> 8; buf[wireLen + 2 * i + 1] = at & 0xff;
+      r[w++] = at >> 8; r[w++] = at & 0xff;
     }
-    buf[0] = 0; buf[1] = 0;
-    const e = new CacheEntry(buf.toString('latin1'), wireLen, this.now(), ttl, info.rcode & 0x0f, info.hasCname);
-    this.lru.set(key, e);
-    // pop() takes the least recently used, never the entry just set, and reports it as an eviction.
-    while (this.lru.size > this.config.maxEntries) this.lru.pop();
+    w += r.latin1Write(key, w, key.length);
+    const record = r.latin1Slice(0, w);
+    const size = w + ENTRY_OVERHEAD;
+    if (size > this.config.maxBytes) return NO_ENTRY;
+
+    const h = hashKey(key, this.seed);
+    const old = this.find(key, h);
+    if (old >= 0) this.remove(old);
+    while (this.count > 0 && (this.count >= this.config.maxEntries || this.usedBytes + size > this.config.maxBytes)) {
+      this.remove(this.tail);
+      this.evictions++;
+    }
+    if (this.count === this.capacity) this.grow();
+    const cell = this.freeCellFor(h);
+    if (cell < 0) { this.probeLimited++; return NO_ENTRY; }
+    const s = this.freeHead;
+    this.freeHead = this.next[s];
+    this.index[cell] = s + 1;
+    this.records[s] = record;
+    this.hashOf[s] = h;
+    this.storedAtMs[s] = this.now();
+    this.ttlSec[s] = ttl;
+    this.hitCount[s] = 0;
+    this.dataLen[s] = data;
+    this.keyLen[s] = key.length;
+    this.refreshing[s] = 0;
+    this.linkFront(s);
+    this.count++;
+    this.usedBytes += size;
     this.inserts++;
-    return e;
+    return s;
   }
 
-  delete(key: string): boolean { return this.lru.delete(key); }
+  delete(key: string): boolean {
+    const s = this.find(key, hashKey(key, this.seed));
+    if (s < 0) return false;
+    this.remove(s);
+    return true;
+  }
 
   /** Drops everything, or every entry whose name equals `name` or lies under it. */
   flush(name?: string): number {
-    if (!name) { const n = this.lru.size; this.lru.clear(); return n; }
+    if (!name) { const n = this.count; this.reset(); return n; }
     const target = nameToWireLower(name);
-    let n = 0;
-    for (const k of [...this.lru.keys()]) {
-      // Key layout: group, flags, then the wire qname; a suffix match on label boundaries.
-      const qname = k.slice(2, k.length - 4);
-      if (qname === target || (qname.endsWith(target) && isLabelBoundary(qname, qname.length - target.length))) {
-        this.lru.delete(k); n++;
-      }
+    const doomed: number[] = [];
+    for (let s = this.head; s >= 0; s = this.next[s]) {
+      // Key layout: group, flags, then the wire qname, then QTYPE and QCLASS; a suffix match on label boundaries.
+      const rec = this.records[s];
+      const qname = rec.slice(rec.length - this.keyLen[s] + 2, rec.length - 4);
+      if (qname === target || (qname.endsWith(target) && isLabelBoundary(qname, qname.length - target.length))) doomed.push(s);
     }
-    return n;
+    for (const s of doomed) this.remove(s);
+    return doomed.length;
   }
 
   /**
@@ -162,20 +228,24 @@ export class PacketCache {
    * question bytes (its 0x20 case), TTLs reduced by the entry's age (or STALE_TTL), and an OPT when the
    * client sent one. Returns the length.
    */
-  writeAnswer(e: CacheEntry, query: Uint8Array, qStart: number, q: ParsedQuery, out: Buffer, o: number,
+  writeAnswer(e: number, query: Uint8Array, qStart: number, q: ParsedQuery, out: Buffer, o: number,
     stale: boolean, now = this.now()): number {
-    const len = e.wireLen;
-    // latin1Write skips Buffer#write's encoding normalisation (a measurable share of a hit).
-    (out as Buffer & { latin1Write(s: string, o: number, n: number): number }).latin1Write(e.data, o, len);
+    const rec = this.records[e];
+    const data = this.dataLen[e];
+    const qLen = this.keyLen[e] - 2;
+    // The record's header and tail land at o + qLen, which puts the tail where it belongs; the header
+    // then moves down to o and the client's question fills the gap.
+    (out as Latin1Buffer).latin1Write(rec, o + qLen, data);
+    for (let i = 0; i < 12; i++) out[o + i] = out[o + qLen + i];
     // RD mirrors the client's; the rest of the flags are the upstream's.
     out[o + 2] = (out[o + 2] & 0xfe) | (query[qStart + 2] & 0x01);
     out[o] = query[qStart]; out[o + 1] = query[qStart + 1];
     for (let i = 12; i < q.questionEnd; i++) out[o + i] = query[qStart + i];
-    const n = e.ttlCount;
+    const ttlEnd = rec.length - this.keyLen[e];
     const cfg = this.config;
-    const age = Math.floor((now - e.storedAt) / 1000);
-    for (let i = 0; i < n; i++) {
-      const p = o + e.ttlOffset(i);
+    const age = Math.floor((now - this.storedAtMs[e]) / 1000);
+    for (let k = data; k < ttlEnd; k += 2) {
+      const p = o + ((rec.charCodeAt(k) << 8) | rec.charCodeAt(k + 1));
       let t: number;
       if (stale) t = STALE_TTL;
       else {
@@ -186,7 +256,7 @@ export class PacketCache {
       }
       out[p] = t >>> 24; out[p + 1] = (t >>> 16) & 0xff; out[p + 2] = (t >>> 8) & 0xff; out[p + 3] = t & 0xff;
     }
-    let end = o + len;
+    let end = o + data + qLen;
     if (q.hasOpt) {
       end = writeOpt(out, end, { udpSize: SERVER_UDP_SIZE, doBit: q.doBit, extRcode: 0, ede: stale ? 3 : -1 });
       const ar = ((out[o + 10] << 8) | out[o + 11]) + 1;
@@ -194,6 +264,132 @@ export class PacketCache {
     }
     return end - o;
   }
+
+  /** Length of the answer writeAnswer() produces before any OPT (for buffer sizing). */
+  wireLength(e: number): number { return this.dataLen[e] + this.keyLen[e] - 2; }
+
+  private find(key: string, h: number): number {
+    const idx = this.index, mask = this.mask;
+    for (let i = h & mask, n = 0; n < MAX_PROBE; i = (i + 1) & mask, n++) {
+      const s = idx[i] - 1;
+      if (s < 0) return NO_ENTRY;
+      if (this.hashOf[s] === h && this.keyLen[s] === key.length && this.records[s].endsWith(key)) return s;
+    }
+    return NO_ENTRY;
+  }
+
+  /** The first empty index cell within MAX_PROBE of `h`'s home, or -1. */
+  private freeCellFor(h: number): number {
+    const idx = this.index, mask = this.mask;
+    for (let i = h & mask, n = 0; n < MAX_PROBE; i = (i + 1) & mask, n++) if (idx[i] === 0) return i;
+    return -1;
+  }
+
+  private remove(s: number): void {
+    const idx = this.index, mask = this.mask;
+    let i = this.hashOf[s] & mask;
+    while (idx[i] !== s + 1) i = (i + 1) & mask;
+    // Backward-shift deletion: pull later cells of the run into the hole unless that would put one
+    // before its home cell, so lookups can still stop at the first empty cell and no tombstones pile up.
+    for (let j = (i + 1) & mask; idx[j] !== 0; j = (j + 1) & mask) {
+      const home = this.hashOf[idx[j] - 1] & mask;
+      if (((j - home) & mask) >= ((j - i) & mask)) { idx[i] = idx[j]; i = j; }
+    }
+    idx[i] = 0;
+    this.unlink(s);
+    this.usedBytes -= this.records[s].length + ENTRY_OVERHEAD;
+    this.records[s] = '';
+    this.next[s] = this.freeHead;
+    this.freeHead = s;
+    this.count--;
+  }
+
+  private touch(s: number): void {
+    if (s === this.head) return;
+    this.unlink(s);
+    this.linkFront(s);
+  }
+
+  private linkFront(s: number): void {
+    this.prev[s] = -1;
+    this.next[s] = this.head;
+    if (this.head >= 0) this.prev[this.head] = s;
+    this.head = s;
+    if (this.tail < 0) this.tail = s;
+  }
+
+  private unlink(s: number): void {
+    const p = this.prev[s], n = this.next[s];
+    if (p >= 0) this.next[p] = n; else this.head = n;
+    if (n >= 0) this.prev[n] = p; else this.tail = p;
+  }
+
+  private reset(): void {
+    this.capacity = 0; this.count = 0; this.usedBytes = 0;
+    this.head = this.tail = this.freeHead = -1;
+    this.records = [];
+    this.resize(Math.min(INITIAL_SLOTS, Math.max(1, this.config.maxEntries)));
+  }
+
+  /** Grows the slot arrays (doubling, up to maxEntries) and rebuilds the index for the new size. */
+  private grow(): void {
+    this.resize(Math.min(this.capacity * 2, Math.max(this.capacity + 1, this.config.maxEntries)));
+  }
+
+  private resize(cap: number): void {
+    const old = this.capacity;
+    const copy = <A extends Int32Array | Uint32Array | Uint16Array | Uint8Array | Float64Array>(a: A, make: new (n: number) => A): A => {
+      const b = new make(cap); b.set(a.subarray(0, Math.min(old, cap))); return b;
+    };
+    this.hashOf = copy(this.hashOf, Int32Array);
+    this.prev = copy(this.prev, Int32Array);
+    this.next = copy(this.next, Int32Array);
+    this.storedAtMs = copy(this.storedAtMs, Float64Array);
+    this.ttlSec = copy(this.ttlSec, Int32Array);
+    this.hitCount = copy(this.hitCount, Uint32Array);
+    this.dataLen = copy(this.dataLen, Uint16Array);
+    this.keyLen = copy(this.keyLen, Uint16Array);
+    this.refreshing = copy(this.refreshing, Uint8Array);
+    for (let s = old; s < cap; s++) this.records.push('');
+    // New slots go on the free list in ascending order.
+    for (let s = cap - 1; s >= old; s--) { this.next[s] = this.freeHead; this.freeHead = s; }
+    this.capacity = cap;
+    let size = 2;
+    while (size < cap * 2) size <<= 1;
+    this.index = new Int32Array(size);
+    this.mask = size - 1;
+    // A rebuild into a larger table runs out of probes only under a hash flood; such entries are dropped
+    // as if they had never been cached.
+    let unplaced: number[] | null = null;
+    for (let s = this.head; s >= 0; s = this.next[s]) {
+      const cell = this.freeCellFor(this.hashOf[s]);
+      if (cell >= 0) this.index[cell] = s + 1; else (unplaced ??= []).push(s);
+    }
+    if (unplaced) for (const s of unplaced) this.dropUnindexed(s);
+  }
+
+  private dropUnindexed(s: number): void {
+    this.unlink(s);
+    this.usedBytes -= this.records[s].length + ENTRY_OVERHEAD;
+    this.records[s] = '';
+    this.next[s] = this.freeHead;
+    this.freeHead = s;
+    this.count--;
+    this.probeLimited++;
+  }
+}
+
+/** Seeded 32-bit hash of a key (latin1 string). The seed is per process, so colliding names cannot be
+ *  prepared offline; MAX_PROBE bounds what a collision flood could cost anyway. */
+function hashKey(s: string, seed: number): number {
+  let h = seed ^ s.length;
+  for (let i = 0; i < s.length; i++) {
+    h = Math.imul(h ^ s.charCodeAt(i), 0x5bd1e995);
+    h ^= h >>> 15;
+  }
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return h ^ (h >>> 16);
 }
 
 function nameToWireLower(name: string): string {

@@ -1,7 +1,7 @@
 // Schema fragments for keys owned by other subsystems, gathered in one place so the top level can
 // still reject unknown keys.
 import { queryLogSchema } from '../log/query-log.js';
-import { dnstapSchema } from '../log/dnstap.js';
+import { dnstapSchema } from '../log/dnstap-schema.js';
 import { networkSchema } from '../network/index.js';
 import { filterConfigSchema } from '../filter/config.js';
 import { limitsSchema } from '../pipeline/ratelimit.js';

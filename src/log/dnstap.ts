@@ -18,6 +18,7 @@
  */
 import net from 'node:net';
 import protobuf from 'protobufjs';
+export { dnstapSchema } from './dnstap-schema.js';
 import { encodeControl, encodeData, FrameDecoder, FSTRM_CONTROL_ACCEPT, FSTRM_CONTROL_FINISH, FSTRM_CONTROL_READY, FSTRM_CONTROL_START, FSTRM_CONTROL_STOP } from './fstrm.js';
 import { parseIPv6 } from './anonymize.js';
 
@@ -535,35 +536,3 @@ export function parseHostPort(s: string): { host: string; port: number } {
   if (i <= 0) throw new Error(`dnstap tcp: expected host:port, got ${s}`);
   return { host: s.slice(0, i), port: Number(s.slice(i + 1)) };
 }
-
-/** JSON Schema (draft-07, ajv) for the `dnstap:` config key. Exactly one of socket / tcp. */
-export const dnstapSchema = {
-  $id: 'dns-tproxy/dnstap',
-  type: 'object',
-  additionalProperties: false,
-  // exactly one of socket / tcp (subschemas repeat `type`/`properties` so ajv strict mode accepts them)
-  oneOf: [
-    { type: 'object', properties: { socket: { type: 'string' } }, required: ['socket'] },
-    { type: 'object', properties: { tcp: { type: 'string' } }, required: ['tcp'] },
-  ],
-  properties: {
-    socket: { type: 'string', minLength: 1, description: 'unix socket path of the Frame Streams collector' },
-    tcp: { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):\\d{1,5}$', description: 'host:port of the collector' },
-    identity: { type: 'string', description: 'dnstap identity (e.g. hostname)' },
-    version: { type: 'string', description: 'dnstap version string' },
-    bufferFrames: { type: 'integer', minimum: 1, maximum: 10000000, default: 10000 },
-    messages: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        clientQuery: { type: 'boolean', default: true },
-        clientResponse: { type: 'boolean', default: true },
-        forwarderQuery: { type: 'boolean', default: true },
-        forwarderResponse: { type: 'boolean', default: true },
-      },
-    },
-    reconnectMinMs: { type: 'integer', minimum: 10, default: 250 },
-    reconnectMaxMs: { type: 'integer', minimum: 10, default: 10000 },
-    dohAsTcp: { type: 'boolean', default: false, description: 'report DoH/DoT upstream traffic as TCP for old readers' },
-  },
-} as const;

@@ -1,7 +1,7 @@
 // The audit trail: for each answered client query, a query-log line and dnstap CLIENT_QUERY/RESPONSE
 // frames, plus the bounded top-k of clients and names. Runs after the answer was handed to the
 // transport; it allocates (strings, objects) but only when one of its outputs is enabled.
-import dnsPacket from 'dns-packet';
+import { createRequire } from 'node:module';
 import type { QueryObserver } from './finish.js';
 import type { QueryContext } from './context.js';
 import { qnameString, RCODE_NAMES } from '../dns/wire.js';
@@ -50,8 +50,14 @@ export class AuditObserver implements QueryObserver {
   }
 }
 
+// dns-packet decodes answers for the query log only; loaded on first use, servers that log no answers
+// never pay its resident memory.
+const requireCjs = createRequire(import.meta.url);
+let dnsPacket: typeof import('dns-packet') | null = null;
+
 function summarize(wire: Uint8Array, off: number, len: number): string[] {
   try {
+    dnsPacket ??= requireCjs('dns-packet') as typeof import('dns-packet');
     return summarizeAnswers(dnsPacket.decode(Buffer.from(wire.buffer, wire.byteOffset + off, len)).answers as never);
   } catch {
     return [];

@@ -4,7 +4,7 @@
 // and, when every upstream failed, substitutes a stale answer (RFC 8767).
 import { cacheKey } from '../dns/wire.js';
 import { AnswerInfo, analyzeAnswer, AnswerError } from '../dns/answer.js';
-import { PacketCache, CacheEntry, Freshness } from '../cache/packet-cache.js';
+import { PacketCache, Freshness, NO_ENTRY } from '../cache/packet-cache.js';
 import type { Stage, Next } from './chain.js';
 import type { QueryContext, ContextPool } from './context.js';
 import { syncScratch, waiterScratch } from './scratch.js';
@@ -29,12 +29,12 @@ export class CacheStage implements Stage {
     ctx.key = key;
     const cache = this.cache;
     const e = cache.get(key);
-    if (e !== undefined) {
+    if (e !== NO_ENTRY) {
       const now = this.now();
       const f = cache.freshness(e, now);
       if (f === Freshness.FRESH) {
         cache.hits++;
-        e.hits++;
+        cache.countHit(e);
         ctx.cacheStatus = 'hit';
         const n = cache.writeAnswer(e, ctx.buf, 0, ctx.q, syncScratch, 0, false, now);
         ctx.setAnswer(syncScratch, 0, n);
@@ -42,7 +42,7 @@ export class CacheStage implements Stage {
         this.respond(ctx);
         return;
       }
-      if (f === Freshness.STALE && cache.config.optimistic && now - e.storedAt < (e.ttl + cache.config.optimisticMaxAge) * 1000) {
+      if (f === Freshness.STALE && cache.config.optimistic && now - cache.storedAt(e) < (cache.ttl(e) + cache.config.optimisticMaxAge) * 1000) {
         cache.staleServed++;
         ctx.cacheStatus = 'stale';
         const n = cache.writeAnswer(e, ctx.buf, 0, ctx.q, syncScratch, 0, true, now);
@@ -68,11 +68,11 @@ export class CacheStage implements Stage {
    * Sends a copy of the client's query upstream on an internal context, not tied to any client. Its
    * answer comes back through answer() like any other and replaces the entry.
    */
-  private refresh(client: QueryContext, e: CacheEntry, prefetch: boolean): void {
-    if (e.prefetching || this.inflight.has(client.key) || !this.next) return;
+  private refresh(client: QueryContext, e: number, prefetch: boolean): void {
+    if (this.cache.isRefreshing(e) || this.inflight.has(client.key) || !this.next) return;
     const ctx = this.pool.acquire();
     if (!ctx) { this.refreshFailures++; return; }
-    e.prefetching = true;
+    this.cache.setRefreshing(e, true);
     if (prefetch) this.cache.prefetches++;
     ctx.responder = this.internalResponder;
     ctx.load(client.buf, 0, client.len);
@@ -93,11 +93,11 @@ export class CacheStage implements Stage {
     if (ctx.cacheStatus !== 'miss' || waiters === undefined) return;
     this.inflight.delete(ctx.key);
     const cache = this.cache;
-    let entry: CacheEntry | undefined;
+    let entry = NO_ENTRY;
     if (ctx.upstreamFailed) {
       const old = cache.get(ctx.key);
-      if (old !== undefined) old.prefetching = false;
-      if (old !== undefined && cache.freshness(old) !== Freshness.MISS) {
+      if (old !== NO_ENTRY) cache.setRefreshing(old, false);
+      if (old !== NO_ENTRY && cache.freshness(old) !== Freshness.MISS) {
         // RFC 8767: an expired answer beats SERVFAIL while the upstreams are unreachable.
         cache.staleServed++;
         ctx.cacheStatus = 'stale';
@@ -113,12 +113,12 @@ export class CacheStage implements Stage {
     this.serveWaiters(waiters, ctx, entry, false);
   }
 
-  private serveWaiters(waiters: Waiters, leader: QueryContext, entry: CacheEntry | undefined, stale: boolean): void {
+  private serveWaiters(waiters: Waiters, leader: QueryContext, entry: number, stale: boolean): void {
     for (let i = 0; i < waiters.length; i++) {
       const w = waiters[i];
       w.upstream = leader.upstream;
       if (stale) w.cacheStatus = 'stale';
-      if (entry !== undefined) {
+      if (entry !== NO_ENTRY) {
         const n = this.cache.writeAnswer(entry, w.buf, 0, w.q, waiterScratch, 0, stale);
         w.setAnswer(waiterScratch, 0, n);
       } else if (leader.ansBuf) {

@@ -10,7 +10,8 @@ function fixture(cache, name = 'a.example', rrs = [{ type: 'A', name, ttl: 300, 
   const { q } = parsed(qb);
   const ans = answer(name, 'A', rrs, opts.a);
   const info = new AnswerInfo();
-  t.equal(analyzeAnswer(ans, ans.length, qb, 0, q, info), 0, 'fixture answer valid');
+  const rc = analyzeAnswer(ans, ans.length, qb, 0, q, info);
+  if (rc !== 0) t.fail(`fixture answer for ${name} invalid: ${rc}`);
   const key = cacheKey(qb, 0, q, 0);
   const e = cache.store(key, ans, ans.length, info);
   return { qb, q, key, e };
@@ -51,30 +52,34 @@ t.test('the client ID, question case and EDNS are its own', async (t) => {
 
 t.test('min/max TTL clamp and negative caching', async (t) => {
   const cache = new PacketCache({ minTtl: 60, maxTtl: 120 }, () => 0);
-  t.equal(fixture(cache, 'low.example', [{ type: 'A', name: 'low.example', ttl: 5, data: '192.0.2.1' }]).e.ttl, 60);
+  t.equal(cache.ttl(fixture(cache, 'low.example', [{ type: 'A', name: 'low.example', ttl: 5, data: '192.0.2.1' }]).e), 60);
   const hi = fixture(cache, 'hi.example', [{ type: 'A', name: 'hi.example', ttl: 5000, data: '192.0.2.1' }]);
-  t.equal(hi.e.ttl, 120);
+  t.equal(cache.ttl(hi.e), 120);
   t.same(serve(cache, hi.e, hi.qb).answers.map((a) => a.ttl), [120], 'served TTL is clamped too');
   const soa = { type: 'SOA', name: 'example', ttl: 900, data: { mname: 'ns.example', rname: 'h.example', serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 90 } };
-  const neg = fixture(new PacketCache({}, () => 0), 'nx.example', [], { a: { rcode: 'NXDOMAIN', authorities: [soa] } });
-  t.equal(neg.e.ttl, 90);
-  const sf = fixture(new PacketCache({}, () => 0), 'sf.example', [], { a: { rcode: 'SERVFAIL' } });
-  t.equal(sf.e.ttl, 5, 'SERVFAIL cached briefly');
+  const negCache = new PacketCache({}, () => 0);
+  const neg = fixture(negCache, 'nx.example', [], { a: { rcode: 'NXDOMAIN', authorities: [soa] } });
+  t.equal(negCache.ttl(neg.e), 90);
+  const sfCache = new PacketCache({}, () => 0);
+  const sf = fixture(sfCache, 'sf.example', [], { a: { rcode: 'SERVFAIL' } });
+  t.equal(sfCache.ttl(sf.e), 5, 'SERVFAIL cached briefly');
   const tc = fixture(new PacketCache({}, () => 0), 'tc.example', [], { a: { flags: dnsPacket.TRUNCATED_RESPONSE } });
-  t.equal(tc.e, undefined, 'truncated answers are never cached');
+  t.equal(tc.e, -1, 'truncated answers are never cached');
 });
 
 t.test('prefetch triggers in the last 10% for popular entries', async (t) => {
   let now = 0;
   const cache = new PacketCache({}, () => now);
   const { e } = fixture(cache, 'pop.example', [{ type: 'A', name: 'pop.example', ttl: 100, data: '192.0.2.1' }]);
-  e.hits = 5;
+  for (let i = 0; i < 5; i++) cache.countHit(e);
   now = 80_000;
   t.equal(cache.wantsPrefetch(e), false, 'not yet at 80%');
   now = 91_000;
   t.equal(cache.wantsPrefetch(e), true, 'at 91%');
-  e.hits = 1;
-  t.equal(cache.wantsPrefetch(e), false, 'unpopular entries are left to expire');
+  const cold = fixture(cache, 'cold.example', [{ type: 'A', name: 'cold.example', ttl: 100, data: '192.0.2.1' }]).e;
+  now = 91_000 + 91_000;
+  cache.countHit(cold);
+  t.equal(cache.wantsPrefetch(cold), false, 'unpopular entries are left to expire');
 });
 
 t.test('byte accounting and eviction', async (t) => {
@@ -95,4 +100,71 @@ t.test('flush all or by name, on label boundaries', async (t) => {
   t.equal(cache.entries, 2);
   t.equal(cache.flush(), 2);
   t.equal(cache.entries, 0);
+});
+
+t.test('least recently used goes first; replacing a key keeps one entry', async (t) => {
+  const cache = new PacketCache({ maxEntries: 3 }, () => 0);
+  const a = fixture(cache, 'a.example'); fixture(cache, 'b.example'); fixture(cache, 'c.example');
+  t.equal(cache.get(a.key), a.e, 'a is found (and becomes most recent)');
+  const d = fixture(cache, 'd.example');
+  t.equal(cache.entries, 3);
+  t.equal(cache.get(cacheKey(query('b.example', 'A'), 0, parsed(query('b.example', 'A')).q, 0)), -1, 'b, the least recent, was evicted');
+  t.not(cache.get(a.key), -1, 'a survived');
+  t.equal(cache.evictions, 1);
+  const bytes = cache.bytes;
+  const again = fixture(cache, 'd.example');
+  t.equal(cache.entries, 3, 'storing d again replaces it');
+  t.equal(cache.bytes, bytes, 'and charges it once');
+  t.equal(cache.evictions, 1, 'a replacement is not an eviction');
+  t.equal(cache.get(d.key), again.e);
+});
+
+t.test('a random mix of stores, lookups and deletes matches a reference LRU, across growth', async (t) => {
+  // Index deletions shift later cells back; growth rebuilds the index. Both must keep every live key
+  // reachable and no dead one, and the answers must stay the ones stored for each name.
+  const cap = 700;
+  const cache = new PacketCache({ maxEntries: cap }, () => 0);
+  const model = new Map(); // key -> name, in recency order
+  const touch = (k) => { const v = model.get(k); model.delete(k); model.set(k, v); };
+  let seed = 12345;
+  const rnd = (n) => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed % n; };
+  const names = Array.from({ length: 1500 }, (_, i) => `r${i}.mix.example`);
+  const keys = names.map((n) => { const qb = query(n, 'A'); return cacheKey(qb, 0, parsed(qb).q, 0); });
+  let mismatches = 0;
+  for (let op = 0; op < 20000; op++) {
+    const i = rnd(names.length);
+    const k = keys[i];
+    const r = rnd(10);
+    if (r < 4) {
+      fixture(cache, names[i], [{ type: 'A', name: names[i], ttl: 300, data: `192.0.2.${i % 250}` }]);
+      if (model.has(k)) model.delete(k);
+      else if (model.size >= cap) model.delete(model.keys().next().value);
+      model.set(k, names[i]);
+    } else if (r < 9) {
+      const e = cache.get(k);
+      if ((e >= 0) !== model.has(k)) mismatches++;
+      if (e >= 0) {
+        touch(k);
+        const p = serve(cache, e, query(names[i], 'A'));
+        if (p.answers[0]?.data !== `192.0.2.${i % 250}` || p.questions[0].name !== names[i]) mismatches++;
+      }
+    } else {
+      if (cache.delete(k) !== model.delete(k)) mismatches++;
+    }
+  }
+  t.equal(mismatches, 0, 'presence and answers agree with the model on every operation');
+  t.equal(cache.entries, model.size);
+  let live = 0;
+  for (const k of keys) if (cache.get(k) >= 0) live++;
+  t.equal(live, model.size, 'exactly the model\'s keys are reachable');
+});
+
+t.test('flush by name works after the slot arrays grew', async (t) => {
+  const cache = new PacketCache({}, () => 0);
+  for (let i = 0; i < 3000; i++) fixture(cache, `h${i}.grow.example`);
+  fixture(cache, 'keep.example');
+  t.equal(cache.entries, 3001);
+  t.equal(cache.flush('grow.example'), 3000);
+  t.equal(cache.entries, 1);
+  t.not(cache.get(fixture(new PacketCache({}, () => 0), 'keep.example').key), -1, 'the other name is still cached');
 });

@@ -169,8 +169,8 @@ function execAnswer(input) {
   }
   const key = cacheKey(query, 0, aq, 0);
   const e = cache.store(key, ans, len, info);
-  if (!e) return;
-  const wireLen = e.wireLen ?? e.wire.length; // the entry layout has changed once already
+  if (e < 0) return;
+  const wireLen = cache.wireLength(e);
   for (const stale of [false, true]) {
     const cg = guard(wireLen + 64);
     const m = cache.writeAnswer(e, query, 0, aq, cg.buf, cg.off, stale, 1_000_000 + (input[0] * 997));

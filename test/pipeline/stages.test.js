@@ -118,7 +118,8 @@ t.test('forward: fails over, validates answers, ends every query', async (t) => 
   const broken = (q, ctx, h, self) => setImmediate(() => h.onUpstreamResult(ctx, self, null, 'reset', 1));
   const liar = (q, ctx, h, self) => setImmediate(() => h.onUpstreamResult(ctx, self, answer('other.example', 'A', []), null, 1));
   const a = fakeUpstream('a', broken), b = fakeUpstream('b', liar), c = fakeUpstream('c', good);
-  const stage = new ForwardStage(new UpstreamPool([a, b, c]), r.respond, { timeoutMs: 2000, maxInflight: 10, ecs: 'strip', paddingBlock: 128 });
+  // No exploration: this checks failover in order (exploration has its own test in upstream/pool).
+  const stage = new ForwardStage(new UpstreamPool([a, b, c], { explore: 0 }), r.respond, { timeoutMs: 2000, maxInflight: 10, ecs: 'strip', paddingBlock: 128 });
   const ctx = ctxFor(query('fw.example', 'A', { id: 31337 }));
   await new Promise((resolve) => { stage.query(ctx, () => {}); const i = setInterval(() => { if (r.answered.length) { clearInterval(i); resolve(); } }, 5); });
   t.equal(r.answered[0].answers[0].data, '192.0.2.4');
