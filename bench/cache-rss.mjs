@@ -32,7 +32,8 @@ try {
   // By 65 s V8's memory reducer has collected and the server's 30-s malloc trim has run after it.
   await new Promise((r) => setTimeout(r, 35000));
   const m2 = nsExec(lab.gw, 'curl', ['-s', 'http://127.0.0.1:9153/metrics']);
-  console.log(JSON.stringify({ heapUsedAfterIdleMB: g.call(null, /^dns_tproxy_nodejs_heap_size_used_bytes (\S+)/m, m2) }));
+  const spaces = Object.fromEntries([...m2.matchAll(/^dns_tproxy_nodejs_heap_space_size_total_bytes\{space="(\w+)"\} (\S+)/gm)].map((x) => [x[1], +(Number(x[2]) / 1048576).toFixed(1)]));
+  console.log(JSON.stringify({ heapUsedAfterIdleMB: g.call(null, /^dns_tproxy_nodejs_heap_size_used_bytes (\S+)/m, m2), externalAfterIdleMB: g(/^dns_tproxy_nodejs_external_memory_bytes (\S+)/m, m2), heapSpaceTotalMB: spaces }));
   console.log(JSON.stringify({ entries, cacheBytesMB: +(bytes / 1048576).toFixed(1), rssBeforeMB: +before.toFixed(1), rssAfterFillMB: +justAfter.toFixed(1), rssAfter30sIdleMB: +after30.toFixed(1), rssAfter65sIdleMB: +rss(srv.pid).toFixed(1) }));
   console.log(JSON.stringify({ before: splitBefore, after65sIdle: split(srv.pid) }));
 } finally { await lab.down(); }

@@ -2,7 +2,7 @@
 // dns-tproxy command line: run, check, network up|down|show, cache flush.
 import { parseArgs } from 'node:util';
 import { applyConfiguredSemiSpace } from './heap-tuning.js';
-import { loadConfigFile } from './config/load.js';
+import { loadConfigIsolated } from './config/load-isolated.js';
 import { DnsServer, defaultLog } from './server.js';
 import { ConfigError, DnsTproxyError } from './errors.js';
 import type { Config } from './config/types.js';
@@ -27,15 +27,16 @@ async function main(argv: string[]): Promise<number> {
   const file = values.config;
   switch (cmd) {
     case 'check': {
+      const { loadConfigFile } = await import('./config/load.js');
       const cfg = loadConfigFile(file);
       process.stdout.write(`${file}: ok (${cfg.upstreams.length} upstream(s))\n`);
       return 0;
     }
     case 'run': return run(file, Boolean(values['manage-network']));
-    case 'network': return network(sub, loadConfigFile(file));
+    case 'network': return network(sub, (await import('./config/load.js')).loadConfigFile(file));
     case 'cache': {
       if (sub !== 'flush') { process.stderr.write(USAGE); return 2; }
-      return cacheFlush(loadConfigFile(file), arg);
+      return cacheFlush((await import('./config/load.js')).loadConfigFile(file), arg);
     }
     default:
       process.stderr.write(`unknown command "${cmd}"\n${USAGE}`);
@@ -44,7 +45,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function run(file: string, manageNetwork: boolean): Promise<number> {
-  const cfg = loadConfigFile(file);
+  const cfg = await loadConfigIsolated(file);
   applyConfiguredSemiSpace(cfg.memory.semiSpaceMiB);
   const log = defaultLog;
   if (isWorker()) {
@@ -81,15 +82,20 @@ async function run(file: string, manageNetwork: boolean): Promise<number> {
 
 function handleSignals(file: string, log: typeof defaultLog, server: DnsServer, onExit: (() => Promise<void>) | null): void {
   let stopping = false;
+  // Reloads run one after another: a second SIGHUP during a load waits for it rather than racing it.
+  let reloading: Promise<void> = Promise.resolve();
   process.on('SIGHUP', () => {
-    try {
-      const next = loadConfigFile(file);
-      server.reload(next);
-      log('info', 'config reloaded', { file });
-    } catch (e) {
-      server.reloadFailures++;
-      log('error', 'reload rejected; keeping the running config', { error: (e as Error).message });
-    }
+    reloading = reloading.then(async () => {
+      try {
+        const next = await loadConfigIsolated(file);
+        if (stopping) return;
+        server.reload(next);
+        log('info', 'config reloaded', { file });
+      } catch (e) {
+        server.reloadFailures++;
+        log('error', 'reload rejected; keeping the running config', { error: (e as Error).message });
+      }
+    });
   });
   const stop = async (sig: string) => {
     if (stopping) return;

@@ -1,7 +1,7 @@
 // The packet cache: upstream answers stored once on the wire, served by copying and patching in place
 // (ID, question case, TTLs). No DNS decoding on a hit.
 import { AnswerInfo, TtlPolicy, cacheableTtl } from '../dns/answer.js';
-import { ParsedQuery, readU32, writeOpt, SERVER_UDP_SIZE } from '../dns/wire.js';
+import { ParsedQuery, readU32, writeOpt, writeCacheKey, SERVER_UDP_SIZE } from '../dns/wire.js';
 
 export interface CacheConfig extends TtlPolicy {
   maxBytes: number;
@@ -77,6 +77,8 @@ export class PacketCache {
   probeLimited = 0;
 
   private readonly seed = (Math.random() * 0x100000000) | 0;
+  private readonly keyBytes = Buffer.allocUnsafe(512);
+  private keyBytesLen = 0;
   private capacity = 0;
   private count = 0;
   private usedBytes = 0;
@@ -113,6 +115,29 @@ export class PacketCache {
     if (s >= 0) this.touch(s);
     return s;
   }
+
+  /**
+   * The hit path's get(): the key is built from the query into a scratch buffer and compared as bytes,
+   * so a hit makes no key string. lastKey() makes it for the miss path.
+   */
+  lookup(query: Uint8Array, qStart: number, q: ParsedQuery, group: number): number {
+    const k = this.keyBytes;
+    const n = writeCacheKey(query, qStart, q, group, k);
+    this.keyBytesLen = n;
+    let h = this.seed ^ n;
+    for (let i = 0; i < n; i++) { h = Math.imul(h ^ k[i], 0x5bd1e995); h ^= h >>> 15; }
+    h = finishHash(h);
+    const idx = this.index, mask = this.mask;
+    for (let i = h & mask, probes = 0; probes < MAX_PROBE; i = (i + 1) & mask, probes++) {
+      const s = idx[i] - 1;
+      if (s < 0) return NO_ENTRY;
+      if (this.hashOf[s] === h && this.keyLen[s] === n && this.recordEndsWith(s, k, n)) { this.touch(s); return s; }
+    }
+    return NO_ENTRY;
+  }
+
+  /** The key lookup() last built, as the string the other methods take. */
+  lastKey(): string { return (this.keyBytes as Latin1Buffer).latin1Slice(0, this.keyBytesLen); }
 
   freshness(e: number, now = this.now()): Freshness {
     const ageMs = now - this.storedAtMs[e];
@@ -268,6 +293,12 @@ export class PacketCache {
   /** Length of the answer writeAnswer() produces before any OPT (for buffer sizing). */
   wireLength(e: number): number { return this.dataLen[e] + this.keyLen[e] - 2; }
 
+  private recordEndsWith(s: number, k: Uint8Array, n: number): boolean {
+    const rec = this.records[s];
+    for (let i = 0, o = rec.length - n; i < n; i++) if (rec.charCodeAt(o + i) !== k[i]) return false;
+    return true;
+  }
+
   private find(key: string, h: number): number {
     const idx = this.index, mask = this.mask;
     for (let i = h & mask, n = 0; n < MAX_PROBE; i = (i + 1) & mask, n++) {
@@ -379,7 +410,7 @@ export class PacketCache {
   }
 }
 
-/** Seeded 32-bit hash of a key (latin1 string). The seed is per process, so colliding names cannot be
+/** Seeded 32-bit hash of a key (latin1 string; lookup() computes the same over the key's bytes). The seed is per process, so colliding names cannot be
  *  prepared offline; MAX_PROBE bounds what a collision flood could cost anyway. */
 function hashKey(s: string, seed: number): number {
   let h = seed ^ s.length;
@@ -387,6 +418,11 @@ function hashKey(s: string, seed: number): number {
     h = Math.imul(h ^ s.charCodeAt(i), 0x5bd1e995);
     h ^= h >>> 15;
   }
+  return finishHash(h);
+}
+
+/** Final avalanche, so that keys differing in their last bytes spread over the whole index. */
+function finishHash(h: number): number {
   h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
   h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
   return h ^ (h >>> 16);

@@ -164,16 +164,20 @@ const lowerScratch = Buffer.allocUnsafe(512);
  * so 0x20-randomised clients share entries; group, DO and CD keep answers apart that must differ.
  */
 export function cacheKey(buf: Uint8Array, start: number, q: ParsedQuery, group: number): string {
-  const s = lowerScratch;
-  s[0] = group & 0xff;
-  s[1] = (q.doBit ? 1 : 0) | (q.cdBit ? 2 : 0);
+  return lowerScratch.toString('latin1', 0, writeCacheKey(buf, start, q, group, lowerScratch));
+}
+
+/** The bytes of cacheKey() written into `out` (no string made: what a cache hit needs); returns the length. */
+export function writeCacheKey(buf: Uint8Array, start: number, q: ParsedQuery, group: number, out: Uint8Array): number {
+  out[0] = group & 0xff;
+  out[1] = (q.doBit ? 1 : 0) | (q.cdBit ? 2 : 0);
   let o = 2;
   // QNAME, QTYPE, QCLASS copied as they are on the wire, with ASCII upper case folded.
   for (let i = start + 12, end = start + q.questionEnd; i < end; i++) {
     const c = buf[i];
-    s[o++] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+    out[o++] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
   }
-  return s.toString('latin1', 0, o);
+  return o;
 }
 
 /** The question name as a lower-case dotted string without the trailing dot (allocates; slow paths and filters). */

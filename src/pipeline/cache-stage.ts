@@ -2,7 +2,6 @@
 // stage computes, and blocked names never reach it) and before forwarding, so that a hit costs only a
 // key, a lookup and a patched copy. Its answer hook stores upstream answers, serves coalesced waiters
 // and, when every upstream failed, substitutes a stale answer (RFC 8767).
-import { cacheKey } from '../dns/wire.js';
 import { AnswerInfo, analyzeAnswer, AnswerError } from '../dns/answer.js';
 import { PacketCache, Freshness, NO_ENTRY } from '../cache/packet-cache.js';
 import type { Stage, Next } from './chain.js';
@@ -25,10 +24,8 @@ export class CacheStage implements Stage {
 
   query(ctx: QueryContext, next: Next): void {
     this.next = next;
-    const key = cacheKey(ctx.buf, 0, ctx.q, ctx.group);
-    ctx.key = key;
     const cache = this.cache;
-    const e = cache.get(key);
+    const e = cache.lookup(ctx.buf, 0, ctx.q, ctx.group);
     if (e !== NO_ENTRY) {
       const now = this.now();
       const f = cache.freshness(e, now);
@@ -38,7 +35,7 @@ export class CacheStage implements Stage {
         ctx.cacheStatus = 'hit';
         const n = cache.writeAnswer(e, ctx.buf, 0, ctx.q, syncScratch, 0, false, now);
         ctx.setAnswer(syncScratch, 0, n);
-        if (cache.wantsPrefetch(e, now)) this.refresh(ctx, e, true);
+        if (cache.wantsPrefetch(e, now)) { ctx.key = cache.lastKey(); this.refresh(ctx, e, true); }
         this.respond(ctx);
         return;
       }
@@ -47,6 +44,7 @@ export class CacheStage implements Stage {
         ctx.cacheStatus = 'stale';
         const n = cache.writeAnswer(e, ctx.buf, 0, ctx.q, syncScratch, 0, true, now);
         ctx.setAnswer(syncScratch, 0, n);
+        ctx.key = cache.lastKey();
         this.refresh(ctx, e, false);
         this.respond(ctx);
         return;
@@ -54,6 +52,8 @@ export class CacheStage implements Stage {
     }
     cache.misses++;
     ctx.cacheStatus = 'miss';
+    const key = cache.lastKey();
+    ctx.key = key;
     const waiting = this.inflight.get(key);
     if (waiting !== undefined) {
       cache.coalesced++;

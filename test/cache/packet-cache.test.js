@@ -168,3 +168,17 @@ t.test('flush by name works after the slot arrays grew', async (t) => {
   t.equal(cache.entries, 1);
   t.not(cache.get(fixture(new PacketCache({}, () => 0), 'keep.example').key), -1, 'the other name is still cached');
 });
+
+t.test('lookup() from the query bytes finds what get() finds by key string', async (t) => {
+  const cache = new PacketCache({}, () => 0);
+  const { e, key } = fixture(cache, 'Bytes.Example');
+  const probe = (name, opts) => { const qb = query(name, 'A', opts); return cache.lookup(qb, 0, parsed(qb).q, 0); };
+  t.equal(probe('bytes.example'), e, 'lower case');
+  t.equal(cache.lastKey(), key, 'lastKey() is the key string');
+  t.equal(probe('BYTES.EXAMPLE'), e, 'upper case');
+  t.equal(probe('bytes.example', { edns: true, do: true }), -1, 'the DO bit is part of the key');
+  t.equal(probe('bytes.exampl'), -1, 'a shorter name');
+  t.equal(probe('bytes.examplf'), -1, 'a name differing in the last byte');
+  const qb = query('bytes.example', 'A');
+  t.equal(cache.lookup(qb, 0, parsed(qb).q, 1), -1, 'another group');
+});
