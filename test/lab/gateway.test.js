@@ -2,7 +2,8 @@
 // DNS server runs); the gateway intercepts with nft TPROXY, forwards over DoH to a real unbound, and
 // the reply must come from the address and port the client asked.
 import t from 'tap';
-import { openLab, baseConfig, SERVER_V4, SERVER_V6, sleep } from './lib.js';
+import fs from 'node:fs';
+import { openLab, baseConfig, SERVER_V4, SERVER_V6, sleep, waitFor } from './lib.js';
 
 const lab = openLab(t);
 if (lab) {
@@ -90,7 +91,8 @@ if (lab) {
     t.equal(lab.unboundQueries('before-hup.wild.test', 'unbound'), 1, 'first upstream used before the reload');
     lab.writeConfig('reload.yaml', baseConfig(lab, { port: 53, upstreams: [`  - url: "https://127.0.0.1:8444/dns-query"\n    ca: "${second.ca}"`] }));
     srv.kill('SIGHUP');
-    await sleep(500);
+    // The config loads on a worker thread (a few hundred ms); wait for the server to say it took it.
+    await waitFor(() => fs.readFileSync(srv.logPath, 'utf8').includes('config reloaded'), 10_000, 'the reload');
     t.match(lab.dig([`@${SERVER_V4}`, 'after-hup.wild.test', 'A', '+tries=1', '+time=3']), /status: NOERROR/);
     await sleep(200);
     t.equal(lab.unboundQueries('after-hup.wild.test', 'unbound2'), 1, 'the new upstream answered');
