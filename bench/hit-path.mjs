@@ -38,15 +38,18 @@ const meta = new Int32Array(16);
 function one(i) {
   const ctx = pool.acquire();
   ctx.responder = responder;
+  ctx.wallStarted = wall;
   for (let k = 0; k < 16; k++) ctx.meta[k] = meta[k];
   const b = queries[i % N];
   for (let k = 0; k < b.length; k++) ctx.buf[k] = b[k];
   ctx.len = b.length;
   chain.run(ctx);
 }
-for (let i = 0; i < 200_000; i++) one(i);
+// The UDP listener reads the clock once per receive batch; so does this loop, every 32 queries.
+let wall = Date.now();
+for (let i = 0; i < 200_000; i++) { if ((i & 31) === 0) wall = Date.now(); one(i); }
 const rounds = 2_000_000;
 const t0 = process.hrtime.bigint();
-for (let i = 0; i < rounds; i++) one(i);
+for (let i = 0; i < rounds; i++) { if ((i & 31) === 0) wall = Date.now(); one(i); }
 const ns = Number(process.hrtime.bigint() - t0) / rounds;
 console.log(JSON.stringify({ nsPerHit: +ns.toFixed(0), hits: cache.hits, sent }));

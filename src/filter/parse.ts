@@ -179,16 +179,18 @@ function globToRegex(anchor: '||' | '|' | '', body: string): string {
 export function parseRule(line: string, opts: { hostsScope?: number; regexMaxLength?: number; allowSection?: boolean } = {}): ParsedRule {
   let s = line.trim();
   if (s === '' || s[0] === '!' || s[0] === '#' || (s[0] === '[' && s.endsWith(']'))) return { t: 'skip' };
-  // cosmetic / scriptlet / HTML filtering rules
-  if (/#[@?$%]*#|\$\$|#@\$?#/.test(s)) return { t: 'unsupported', reason: 'cosmetic rule' };
+  const ws = /\s+/.exec(s);
+  const hostsShaped = ws !== null && !s.startsWith('|') && !s.startsWith('@@') && !s.startsWith('/');
+  const ip = hostsShaped ? s.slice(0, ws.index) : '';
+  const isIp = /^[0-9.]+$/.test(ip) || ip.includes(':');
+  // cosmetic / scriptlet / HTML filtering rules. Not on a hosts line, where "#" starts a comment
+  // ("127.0.0.1 ads.example #@# note" blocks ads.example, as the list parser's fast path reads it).
+  if (!(hostsShaped && isIp) && /#[@?$%]*#|\$\$|#@\$?#/.test(s)) return { t: 'unsupported', reason: 'cosmetic rule' };
 
   // hosts line
-  const ws = /\s+/.exec(s);
-  if (ws && !s.startsWith('|') && !s.startsWith('@@') && !s.startsWith('/')) {
-    const ip = s.slice(0, ws.index);
+  if (hostsShaped) {
     const rest = s.slice(ws.index).split('#')[0]!.trim();
     const names = rest.split(/\s+/).filter((x) => x.length > 0);
-    const isIp = /^[0-9.]+$/.test(ip) || ip.includes(':');
     if (!isIp) return { t: 'bad', reason: 'unexpected whitespace' };
     const real = names.filter((n) => !LOCALHOST_NAMES.has(n.toLowerCase()));
     if (real.length === 0) return { t: 'skip' };

@@ -20,14 +20,16 @@ export class CacheStage implements Stage {
 
   constructor(readonly cache: PacketCache, private readonly respond: (ctx: QueryContext) => void,
     private readonly pool: ContextPool, private readonly internalResponder: QueryContext['responder'],
-    private readonly now: () => number = Date.now) {}
+    /** Tests pass a fake clock. Otherwise "now" is the query's arrival (`wallStarted`, read once per
+     *  receive batch), which saves a Date.now() per hit: ~1 % of a hit's CPU in `perf`. */
+    private readonly now: (() => number) | null = null) {}
 
   query(ctx: QueryContext, next: Next): void {
     this.next = next;
     const cache = this.cache;
     const e = cache.lookup(ctx.buf, 0, ctx.q, ctx.group);
     if (e !== NO_ENTRY) {
-      const now = this.now();
+      const now = this.now !== null ? this.now() : ctx.wallStarted;
       const f = cache.freshness(e, now);
       if (f === Freshness.FRESH) {
         cache.hits++;

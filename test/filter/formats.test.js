@@ -33,6 +33,15 @@ t.test('hosts files: blocking IPs, localhost skipped, exact match, inline commen
   t.match(s.samples[0], { source: 'hosts', line: 10, kind: 'unsupported' });
 });
 
+t.test('a hosts line whose comment looks like a cosmetic rule still blocks (fuzz crasher rules-0225cc4bc11a)', async (t) => {
+  t.match(parseRule('127.0.0.1 0.0.1 #@#.ad'), { t: 'domain', domains: ['0.0.1'] }, 'the string parser reads it as the fast path does');
+  t.match(parseRule('127.0.0.1 ads.example ##banner'), { t: 'domain', domains: ['ads.example'] });
+  t.match(parseRule('example.com#@#.ad'), { t: 'unsupported', reason: 'cosmetic rule' }, 'a real cosmetic exception is still unsupported');
+  t.match(parseRule('example.com##.banner'), { t: 'unsupported', reason: 'cosmetic rule' });
+  const eng = await engineFrom({ hosts: '127.0.0.1 ads.example #@# note\n' });
+  t.equal(verdict(eng, 'ads.example'), 'block');
+});
+
 t.test('hosts entries can be configured to cover subdomains', async (t) => {
   const eng = await engineFrom({ h: '0.0.0.0 ads.example.com\n' }, { listOpts: { h: { hosts: 'subdomains' } } });
   t.equal(verdict(eng, 'x.ads.example.com'), 'block');
