@@ -70,6 +70,7 @@ export function registerServerMetrics(s: DnsServer): void {
     add('cache_prefetches_total', 'Popular entries refreshed before expiry.', 'counter', () => [{ value: k.prefetches }]);
     add('cache_coalesced_total', 'Misses that joined an identical query already in flight.', 'counter', () => [{ value: k.coalesced }]);
     add('cache_evictions_total', 'Entries evicted for space.', 'counter', () => [{ value: k.evictions }]);
+    add('cache_probe_limited_total', 'Answers not cached because their index probe sequence was full (a hash flood).', 'counter', () => [{ value: k.probeLimited }]);
     add('cache_entries', 'Entries in the cache.', 'gauge', () => [{ value: k.entries }]);
     add('cache_bytes', 'Bytes accounted to cache entries.', 'gauge', () => [{ value: k.bytes }]);
   }

@@ -182,3 +182,15 @@ t.test('lookup() from the query bytes finds what get() finds by key string', asy
   const qb = query('bytes.example', 'A');
   t.equal(cache.lookup(qb, 0, parsed(qb).q, 1), -1, 'another group');
 });
+
+t.test('growth past 65,536 slots (the step changes from doubling to a quarter) keeps every entry', async (t) => {
+  const cache = new PacketCache({}, () => 0);
+  const n = 70000;
+  const keys = [];
+  for (let i = 0; i < n; i++) keys.push(fixture(cache, `g${i}.big.example`).key);
+  t.equal(cache.entries, n);
+  let found = 0;
+  for (const k of keys) if (cache.get(k) >= 0) found++;
+  t.equal(found, n, 'all reachable after the index was rebuilt for 81,920 slots');
+  t.equal(cache.probeLimited, 0, 'no key hit the probe limit');
+});
