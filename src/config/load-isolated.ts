@@ -1,8 +1,8 @@
 // Loading the config for a long-running server, on a worker thread. yaml, ajv and the validator ajv
 // generates take ~10 MB of resident memory (heap, compiled code and malloc'd parser state) that a
-// server needs for a few milliseconds at start and on SIGHUP. In a worker they go away with its
-// isolate; only the plain, validated config comes back (a structured clone). `check`, `network` and
-// `cache flush` are short-lived and load in process.
+// server needs for a few hundred milliseconds (mostly ajv compiling the schema) at start and on SIGHUP.
+// In a worker they go away with its isolate; only the plain, validated config comes back (a structured
+// clone). `check`, `network` and `cache flush` are short-lived and load in process.
 import { Worker } from 'node:worker_threads';
 import { ConfigError } from '../errors.js';
 import type { Config } from './types.js';
