@@ -27,21 +27,25 @@ async function main(argv: string[]): Promise<number> {
   const file = values.config;
   switch (cmd) {
     case 'check': {
-      const { loadConfigFile } = await import('./config/load.js');
-      const cfg = loadConfigFile(file);
+      const cfg = await loadInProcess(file);
       process.stdout.write(`${file}: ok (${cfg.upstreams.length} upstream(s))\n`);
       return 0;
     }
     case 'run': return run(file, Boolean(values['manage-network']));
-    case 'network': return network(sub, (await import('./config/load.js')).loadConfigFile(file));
+    case 'network': return network(sub, await loadInProcess(file));
     case 'cache': {
       if (sub !== 'flush') { process.stderr.write(USAGE); return 2; }
-      return cacheFlush((await import('./config/load.js')).loadConfigFile(file), arg);
+      return cacheFlush(await loadInProcess(file), arg);
     }
     default:
       process.stderr.write(`unknown command "${cmd}"\n${USAGE}`);
       return 2;
   }
+}
+
+/** Short-lived commands load the config in process; yaml and ajv load only for them. */
+async function loadInProcess(file: string): Promise<Config> {
+  return (await import('./config/load.js')).loadConfigFile(file);
 }
 
 async function run(file: string, manageNetwork: boolean): Promise<number> {

@@ -112,7 +112,8 @@ export class PacketCache {
 
   /** The entry for `key` (fresh or not: see freshness()), made most recently used; NO_ENTRY if absent. */
   get(key: string): number {
-    const s = this.find(key, hashKey(key, this.seed));
+    const n = this.loadKey(key);
+    const s = this.findKey(n, this.hashKey(n));
     if (s >= 0) this.touch(s);
     return s;
   }
@@ -122,22 +123,14 @@ export class PacketCache {
    * so a hit makes no key string. lastKey() makes it for the miss path.
    */
   lookup(query: Uint8Array, qStart: number, q: ParsedQuery, group: number): number {
-    const k = this.keyBytes;
-    const n = writeCacheKey(query, qStart, q, group, k);
+    const n = writeCacheKey(query, qStart, q, group, this.keyBytes);
     this.keyBytesLen = n;
-    let h = this.seed ^ n;
-    for (let i = 0; i < n; i++) { h = Math.imul(h ^ k[i], 0x5bd1e995); h ^= h >>> 15; }
-    h = finishHash(h);
-    const idx = this.index, mask = this.mask;
-    for (let i = h & mask, probes = 0; probes < MAX_PROBE; i = (i + 1) & mask, probes++) {
-      const s = idx[i] - 1;
-      if (s < 0) return NO_ENTRY;
-      if (this.hashOf[s] === h && this.keyLen[s] === n && this.recordEndsWith(s, k, n)) { this.touch(s); return s; }
-    }
-    return NO_ENTRY;
+    const s = this.findKey(n, this.hashKey(n));
+    if (s >= 0) this.touch(s);
+    return s;
   }
 
-  /** The key lookup() last built, as the string the other methods take. */
+  /** The key of the last lookup(), get(), store() or delete(), as the string the other methods take. */
   lastKey(): string { return (this.keyBytes as Latin1Buffer).latin1Slice(0, this.keyBytesLen); }
 
   freshness(e: number, now = this.now()): Freshness {
@@ -199,8 +192,9 @@ export class PacketCache {
     const size = w + ENTRY_OVERHEAD;
     if (size > this.config.maxBytes) return NO_ENTRY;
 
-    const h = hashKey(key, this.seed);
-    const old = this.find(key, h);
+    const n = this.loadKey(key);
+    const h = this.hashKey(n);
+    const old = this.findKey(n, h);
     if (old >= 0) this.remove(old);
     while (this.count > 0 && (this.count >= this.config.maxEntries || this.usedBytes + size > this.config.maxBytes)) {
       this.remove(this.tail);
@@ -228,7 +222,8 @@ export class PacketCache {
   }
 
   delete(key: string): boolean {
-    const s = this.find(key, hashKey(key, this.seed));
+    const n = this.loadKey(key);
+    const s = this.findKey(n, this.hashKey(n));
     if (s < 0) return false;
     this.remove(s);
     return true;
@@ -301,12 +296,31 @@ export class PacketCache {
     return true;
   }
 
-  private find(key: string, h: number): number {
-    const idx = this.index, mask = this.mask;
-    for (let i = h & mask, n = 0; n < MAX_PROBE; i = (i + 1) & mask, n++) {
+  /** Copies a key string into the key buffer, where lookups compare and hash it as bytes. */
+  private loadKey(key: string): number {
+    this.keyBytesLen = (this.keyBytes as Latin1Buffer).latin1Write(key, 0, key.length);
+    return this.keyBytesLen;
+  }
+
+  /** Seeded 32-bit hash of the first n key-buffer bytes. The seed is per process, so colliding names
+   *  cannot be prepared offline; MAX_PROBE bounds what a collision flood could cost anyway. */
+  private hashKey(n: number): number {
+    const k = this.keyBytes;
+    let h = this.seed ^ n;
+    for (let i = 0; i < n; i++) { h = Math.imul(h ^ k[i], 0x5bd1e995); h ^= h >>> 15; }
+    // Final avalanche, so that keys differing in their last bytes spread over the whole index.
+    h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+    return h ^ (h >>> 16);
+  }
+
+  /** The slot holding the first n key-buffer bytes as its key, or NO_ENTRY. */
+  private findKey(n: number, h: number): number {
+    const idx = this.index, mask = this.mask, k = this.keyBytes;
+    for (let i = h & mask, probes = 0; probes < MAX_PROBE; i = (i + 1) & mask, probes++) {
       const s = idx[i] - 1;
       if (s < 0) return NO_ENTRY;
-      if (this.hashOf[s] === h && this.keyLen[s] === key.length && this.records[s].endsWith(key)) return s;
+      if (this.hashOf[s] === h && this.keyLen[s] === n && this.recordEndsWith(s, k, n)) return s;
     }
     return NO_ENTRY;
   }
@@ -329,6 +343,11 @@ export class PacketCache {
       if (((j - home) & mask) >= ((j - i) & mask)) { idx[i] = idx[j]; i = j; }
     }
     idx[i] = 0;
+    this.release(s);
+  }
+
+  /** Takes a slot that is no longer in the index off the LRU list and puts it on the free list. */
+  private release(s: number): void {
     this.unlink(s);
     this.usedBytes -= this.records[s].length + ENTRY_OVERHEAD;
     this.records[s] = '';
@@ -404,36 +423,8 @@ export class PacketCache {
       const cell = this.freeCellFor(this.hashOf[s]);
       if (cell >= 0) this.index[cell] = s + 1; else (unplaced ??= []).push(s);
     }
-    if (unplaced) for (const s of unplaced) this.dropUnindexed(s);
+    if (unplaced) for (const s of unplaced) { this.release(s); this.probeLimited++; }
   }
-
-  private dropUnindexed(s: number): void {
-    this.unlink(s);
-    this.usedBytes -= this.records[s].length + ENTRY_OVERHEAD;
-    this.records[s] = '';
-    this.next[s] = this.freeHead;
-    this.freeHead = s;
-    this.count--;
-    this.probeLimited++;
-  }
-}
-
-/** Seeded 32-bit hash of a key (latin1 string; lookup() computes the same over the key's bytes). The seed is per process, so colliding names cannot be
- *  prepared offline; MAX_PROBE bounds what a collision flood could cost anyway. */
-function hashKey(s: string, seed: number): number {
-  let h = seed ^ s.length;
-  for (let i = 0; i < s.length; i++) {
-    h = Math.imul(h ^ s.charCodeAt(i), 0x5bd1e995);
-    h ^= h >>> 15;
-  }
-  return finishHash(h);
-}
-
-/** Final avalanche, so that keys differing in their last bytes spread over the whole index. */
-function finishHash(h: number): number {
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return h ^ (h >>> 16);
 }
 
 function nameToWireLower(name: string): string {
