@@ -1,9 +1,15 @@
 // A minimal HTTP/2 client connection, only as much of RFC 9113 as a DoH client needs: POST requests
 // with a small body, one response each. It exists because node:http2 costs ~110 µs of CPU per request
 // on this path (a Duplex stream, several C++ crossings and event emissions per request), which capped
-// the cache-miss rate below the target; here a request is one preformatted HEADERS+DATA pair appended to
-// a write buffer, every request of a batch leaves in one TLS write, and a response is parsed straight
-// from the TLS chunk.
+// the cache-miss rate below the target; here a request is one preformatted HEADERS+DATA pair written
+// into the connection's output slab, every request of a batch leaves in one TLS write, and a response
+// is parsed straight from the TLS read buffer.
+//
+// Reads use the socket's `onread` buffer: one preallocated buffer per connection instead of a Buffer and
+// a trip through the Readable stream machinery per TLS record. That matters because DoH servers tend to
+// write each frame as its own TLS record (unbound: three records per answer), so a response arrives as
+// two or three reads. Anything kept past the callback (a partial frame, a body, a header block split
+// over CONTINUATION frames) is copied out of it.
 //
 // What it deliberately leaves out, and why that is safe:
 // - HPACK dynamic table: our SETTINGS announce a header table size of 0, so the server may not index
@@ -15,7 +21,7 @@
 // Flow control for receiving is opened wide once (1 GiB connection window, 1 MiB per stream) and
 // replenished in large steps, so the server never stalls on us.
 import tls from 'node:tls';
-import { huffmanDecode } from './hpack-huffman.js';
+import { huffmanDecodeRange } from './hpack-huffman.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
@@ -36,6 +42,10 @@ const DEFAULT_WINDOW = 65535;
 const MAX_FRAME = 16384;
 /** A header block larger than this is not a DoH response. */
 const MAX_HEADER_BLOCK = 16384;
+/** Size of the per-connection read buffer (TLS hands over at most one 16 KiB record per read). */
+const READ_BUFFER = 64 * 1024;
+/** Output slab: requests and control frames of one tick are written into it and leave as one write. */
+const SLAB = 16 * 1024;
 
 /** Why a stream ended without an answer. `replayable` streams never reached the server's application. */
 export type H2Failure = 'reset' | 'refused' | 'goaway' | 'closed' | 'too_large' | 'protocol';
@@ -67,7 +77,8 @@ export interface H2ConnectOptions {
 class H2Stream<T> {
   status = 0;
   contentType = '';
-  chunks: Buffer[] = [];
+  /** Body pieces (copies), only for a body that came in more than one DATA frame. */
+  chunks: Buffer[] | null = null;
   bytes = 0;
   headersDone = false;
   constructor(readonly id: number, readonly tag: T) {}
@@ -78,11 +89,17 @@ export class H2Connection<T> {
   private socket: tls.TLSSocket | null;
   private readonly streams = new Map<number, H2Stream<T>>();
   private nextStreamId = 1;
+  /** Filled slabs waiting for the flush, in order. */
   private out: Buffer[] = [];
   private outBytes = 0;
+  private slab: Buffer | null = null;
+  private slabUsed = 0;
   private flushScheduled = false;
   private readonly flushBound = (): void => this.flush();
+  /** An incomplete frame left over from the previous read (a copy). */
   private inbuf: Buffer | null = null;
+  /** Decoded response header fields of the last header block (reused, no object per response). */
+  private readonly headers: ResponseHeaders = { status: 0, contentType: '' };
   /** Header block being collected across CONTINUATION frames. */
   private headerStream = 0;
   private headerParts: Buffer[] = [];
@@ -111,6 +128,7 @@ export class H2Connection<T> {
 
   constructor(private readonly opts: H2ConnectOptions, private readonly events: H2Events<T>) {
     this.headerPrefix = requestHeaderPrefix(opts.authority, opts.path);
+    // `onread` works for TLS sockets too (nodejs/node#35753), but @types/node declares it only for net.
     const socket = tls.connect({
       host: opts.host,
       port: opts.port,
@@ -118,7 +136,8 @@ export class H2Connection<T> {
       secureContext: opts.secureContext,
       ALPNProtocols: ['h2'],
       lookup: opts.lookup,
-    });
+      onread: { buffer: Buffer.allocUnsafe(READ_BUFFER), callback: (n: number, buf: Uint8Array) => { this.onData(buf as Buffer, n); return true; } },
+    } as tls.ConnectionOptions);
     this.socket = socket;
     socket.setNoDelay(true);
     socket.on('secureConnect', () => {
@@ -126,7 +145,6 @@ export class H2Connection<T> {
       this.connected = true;
       this.events.onConnect();
     });
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err: NodeJS.ErrnoException) => this.destroy(err.code ?? 'ERR'));
     socket.on('close', () => this.destroy(this.error ?? (this.goawayLastId >= 0 || this.closing ? null : 'ECONNRESET')));
     // Preface, SETTINGS and the connection window go out first, queued ahead of any request.
@@ -163,27 +181,30 @@ export class H2Connection<T> {
     this.nextStreamId += 2;
     this.streams.set(id, new H2Stream(id, tag));
     this.sendWindow -= body.length;
-    // HEADERS and the DATA frames written into one buffer: one allocation per request.
+    // HEADERS and the DATA frames go straight into the output slab: no buffer of their own.
     const prefix = this.headerPrefix;
-    const digits = String(body.length);
-    const blockLen = prefix.length + 3 + digits.length;
-    const dataFrames = Math.max(1, Math.ceil(body.length / this.peerMaxFrame));
-    const out = Buffer.allocUnsafe(9 + blockLen + 9 * dataFrames + body.length);
-    writeFrameHeader(out, 0, blockLen, T_HEADERS, F_END_HEADERS, id);
-    prefix.copy(out, 9);
-    let o = 9 + prefix.length;
+    const n = body.length;
+    const digits = n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : n < 10000 ? 4 : 5;
+    const blockLen = prefix.length + 3 + digits;
+    const dataFrames = Math.max(1, Math.ceil(n / this.peerMaxFrame));
+    let o = this.reserve(9 + blockLen + 9 * dataFrames + n);
+    const out = this.slab!;
+    writeFrameHeader(out, o, blockLen, T_HEADERS, F_END_HEADERS, id);
+    o += 9;
+    for (let i = 0; i < prefix.length; i++) out[o++] = prefix[i];
     // content-length: literal without indexing, static name 28 (0x0f 0x0d), raw value
-    out[o++] = 0x0f; out[o++] = 0x0d; out[o++] = digits.length;
-    o += out.write(digits, o, 'latin1');
+    out[o++] = 0x0f; out[o++] = 0x0d; out[o++] = digits;
+    for (let d = digits - 1, v = n; d >= 0; d--, v = Math.floor(v / 10)) out[o + d] = 0x30 + (v % 10);
+    o += digits;
     // One DATA frame for any DNS query under the peer's frame size (16 KiB at least).
     for (let off = 0, f = 0; f < dataFrames; f++) {
-      const end = Math.min(body.length, off + this.peerMaxFrame);
-      writeFrameHeader(out, o, end - off, T_DATA, end === body.length ? F_END_STREAM : 0, id);
-      body.copy(out, o + 9, off, end);
-      o += 9 + end - off;
+      const end = Math.min(n, off + this.peerMaxFrame);
+      writeFrameHeader(out, o, end - off, T_DATA, end === n ? F_END_STREAM : 0, id);
+      o += 9;
+      if (end - off <= 128) for (let i = off; i < end; i++) out[o++] = body[i];
+      else { body.copy(out, o, off, end); o += end - off; }
       off = end;
     }
-    this.queue(out);
   }
 
   /** Withdraws a request: RST_STREAM(CANCEL), no callback. */
@@ -231,18 +252,43 @@ export class H2Connection<T> {
     this.events.onClose(error);
   }
 
-  private queue(buf: Buffer): void {
-    this.out.push(buf);
-    this.outBytes += buf.length;
+  /** Room for `n` bytes in the output slab; returns where they go. Everything reserved in one loop turn (a
+   *  whole batch of queries) leaves as one TLS write. */
+  private reserve(n: number): number {
+    if (this.slab === null || this.slabUsed + n > this.slab.length) {
+      this.spill();
+      this.slab = Buffer.allocUnsafe(Math.max(SLAB, n));
+    }
+    const at = this.slabUsed;
+    this.slabUsed += n;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      // Everything queued in this tick (a whole batch of queries) leaves as one TLS write.
-      queueMicrotask(this.flushBound);
+      // After the loop's I/O phase, not as a microtask: a server that writes each frame as its own TLS
+      // record makes one read callback per record, and a pump() after each would otherwise send one
+      // small write (a syscall that also runs the server's TCP receive path) per answer.
+      setImmediate(this.flushBound);
     }
+    return at;
+  }
+
+  /** Moves the filled part of the slab to the write list; a slab is never written to after this. */
+  private spill(): void {
+    if (this.slab !== null && this.slabUsed > 0) {
+      this.out.push(this.slab.subarray(0, this.slabUsed));
+      this.outBytes += this.slabUsed;
+    }
+    this.slab = null;
+    this.slabUsed = 0;
+  }
+
+  private queue(buf: Buffer): void {
+    const at = this.reserve(buf.length);
+    buf.copy(this.slab!, at);
   }
 
   private flush(): void {
     this.flushScheduled = false;
+    this.spill();
     if (this.out.length === 0 || !this.socket) { this.out = []; this.outBytes = 0; return; }
     const data = this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outBytes);
     this.out = [];
@@ -250,35 +296,41 @@ export class H2Connection<T> {
     this.socket.write(data);
   }
 
-  private onData(chunk: Buffer): void {
+  /** `buf` is the socket's read buffer: valid only during this call. */
+  private onData(chunk: Buffer, n: number): void {
     this.lastReceived = performance.now();
-    let buf = this.inbuf ? Buffer.concat([this.inbuf, chunk]) : chunk;
-    this.inbuf = null;
+    let buf = chunk;
+    let end = n;
+    if (this.inbuf !== null) {
+      buf = Buffer.concat([this.inbuf, chunk.subarray(0, n)]);
+      end = buf.length;
+      this.inbuf = null;
+    }
     let off = 0;
-    while (!this.closed && buf.length - off >= 9) {
+    while (!this.closed && end - off >= 9) {
       const len = (buf[off] << 16) | (buf[off + 1] << 8) | buf[off + 2];
       if (len > MAX_FRAME) { this.protocolError('ERR_HTTP2_FRAME_SIZE', E_FRAME_SIZE); return; }
-      if (buf.length - off < 9 + len) break;
+      if (end - off < 9 + len) break;
       const type = buf[off + 3];
       const flags = buf[off + 4];
-      const id = buf.readUInt32BE(off + 5) & 0x7fffffff;
-      const payload = buf.subarray(off + 9, off + 9 + len);
-      off += 9 + len;
+      const id = ((buf[off + 5] & 0x7f) << 24 | buf[off + 6] << 16 | buf[off + 7] << 8 | buf[off + 8]) >>> 0;
+      const start = off + 9;
+      off = start + len;
       if (this.headerStream !== 0 && type !== T_CONTINUATION) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
-      this.onFrame(type, flags, id, payload);
+      this.onFrame(type, flags, id, buf, start, off);
     }
-    if (!this.closed && off < buf.length) {
-      // Keep the partial frame; copy it so the rest of the chunk can be collected.
-      buf = buf.subarray(off);
-      this.inbuf = Buffer.from(buf);
-    }
+    // Keep the partial frame; a copy, because the read buffer is reused.
+    if (!this.closed && off < end) this.inbuf = Buffer.from(buf.subarray(off, end));
     this.pump();
   }
 
-  private onFrame(type: number, flags: number, id: number, payload: Buffer): void {
+  /** The frame's payload is buf[start, end). DATA and HEADERS, one of each per answer, are read in
+   *  place; the rare frame types get a view. */
+  private onFrame(type: number, flags: number, id: number, buf: Buffer, start: number, end: number): void {
+    if (type === T_DATA) { this.onDataFrame(flags, id, buf, start, end); return; }
+    if (type === T_HEADERS) { this.onHeaders(flags, id, buf, start, end); return; }
+    const payload = buf.subarray(start, end);
     switch (type) {
-      case T_DATA: return this.onDataFrame(flags, id, payload);
-      case T_HEADERS: return this.onHeaders(flags, id, payload);
       case T_CONTINUATION: return this.onContinuation(flags, id, payload);
       case T_RST_STREAM: return this.onRstStream(id, payload);
       case T_SETTINGS: return this.onSettings(flags, payload);
@@ -296,52 +348,73 @@ export class H2Connection<T> {
     }
   }
 
-  private onDataFrame(flags: number, id: number, payload: Buffer): void {
+  private onDataFrame(flags: number, id: number, buf: Buffer, start: number, end: number): void {
     // Flow control counts the whole payload, padding included.
-    this.recvConsumed += payload.length;
+    this.recvConsumed += end - start;
     if (this.recvConsumed >= RECV_CONN_WINDOW / 2) {
       this.queue(windowUpdate(0, this.recvConsumed));
       this.recvConsumed = 0;
     }
     const s = this.streams.get(id);
     if (!s) return; // cancelled by us, or already failed
-    const data = unpad(flags, payload);
-    if (!data || !s.headersDone) { this.streamError(s, E_PROTOCOL, 'protocol'); return; }
-    s.bytes += data.length;
+    if (flags & F_PADDED) {
+      const pad = start < end ? buf[start] : -1;
+      if (pad < 0 || pad >= end - start) { this.streamError(s, E_PROTOCOL, 'protocol'); return; }
+      start++;
+      end -= pad;
+    }
+    if (!s.headersDone) { this.streamError(s, E_PROTOCOL, 'protocol'); return; }
+    const len = end - start;
+    s.bytes += len;
     if (s.bytes > this.opts.maxAnswerBytes || s.bytes > RECV_STREAM_WINDOW) { this.streamError(s, E_CANCEL, 'too_large'); return; }
-    if (data.length) s.chunks.push(data);
-    if (flags & F_END_STREAM) this.complete(s);
+    // A copy either way: the read buffer is reused, and a consumer may keep the answer (a coalesced
+    // waiter, a log queue).
+    if ((flags & F_END_STREAM) && s.chunks === null) { this.complete(s, copyOut(buf, start, end)); return; }
+    if (len) (s.chunks ??= []).push(copyOut(buf, start, end));
+    if (flags & F_END_STREAM) {
+      const chunks = s.chunks ?? [];
+      this.complete(s, chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, s.bytes));
+    }
   }
 
-  private onHeaders(flags: number, id: number, payload: Buffer): void {
-    let data = unpad(flags, payload);
-    if (!data || id === 0) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
-    if (flags & F_PRIORITY) {
-      if (data.length < 5) { this.protocolError('ERR_HTTP2_FRAME_SIZE', E_FRAME_SIZE); return; }
-      data = data.subarray(5);
+  private onHeaders(flags: number, id: number, buf: Buffer, start: number, end: number): void {
+    if (flags & F_PADDED) {
+      const pad = start < end ? buf[start] : -1;
+      if (pad < 0 || pad >= end - start) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
+      start++;
+      end -= pad;
     }
-    this.headerParts = [data];
-    this.headerBytes = data.length;
+    if (id === 0) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
+    if (flags & F_PRIORITY) {
+      if (end - start < 5) { this.protocolError('ERR_HTTP2_FRAME_SIZE', E_FRAME_SIZE); return; }
+      start += 5;
+    }
     this.headerEndStream = (flags & F_END_STREAM) !== 0;
-    if (flags & F_END_HEADERS) this.endHeaders(id);
-    else this.headerStream = id;
+    if (flags & F_END_HEADERS) { this.endHeaders(id, buf, start, end); return; }
+    // The block continues in CONTINUATION frames: collect copies of its pieces.
+    this.headerParts = [Buffer.from(buf.subarray(start, end))];
+    this.headerBytes = end - start;
+    this.headerStream = id;
   }
 
   private onContinuation(flags: number, id: number, payload: Buffer): void {
     if (id !== this.headerStream) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
-    this.headerParts.push(payload);
+    this.headerParts.push(Buffer.from(payload));
     this.headerBytes += payload.length;
     if (this.headerBytes > MAX_HEADER_BLOCK) { this.protocolError('ERR_HTTP2_HEADER_SIZE', E_PROTOCOL); return; }
-    if (flags & F_END_HEADERS) { this.headerStream = 0; this.endHeaders(id); }
+    if (flags & F_END_HEADERS) {
+      this.headerStream = 0;
+      const block = Buffer.concat(this.headerParts, this.headerBytes);
+      this.headerParts = [];
+      this.endHeaders(id, block, 0, block.length);
+    }
   }
 
-  private endHeaders(id: number): void {
-    const block = this.headerParts.length === 1 ? this.headerParts[0] : Buffer.concat(this.headerParts, this.headerBytes);
-    this.headerParts = [];
+  private endHeaders(id: number, buf: Buffer, start: number, end: number): void {
     // Decoded even for a stream we no longer track: HPACK state is per connection (and a decode error
     // must end the connection either way).
-    const h = decodeResponseHeaders(block);
-    if (h === null) { this.protocolError('ERR_HTTP2_COMPRESSION', E_COMPRESSION); return; }
+    const h = this.headers;
+    if (!decodeHeaderBlock(buf, start, end, h)) { this.protocolError('ERR_HTTP2_COMPRESSION', E_COMPRESSION); return; }
     const s = this.streams.get(id);
     if (!s) return;
     if (!s.headersDone) {
@@ -351,7 +424,10 @@ export class H2Connection<T> {
       s.contentType = h.contentType;
       s.headersDone = true;
     } // else: trailers, ignored
-    if (this.headerEndStream) this.complete(s);
+    if (this.headerEndStream) {
+      const chunks = s.chunks;
+      this.complete(s, chunks === null ? Buffer.alloc(0) : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, s.bytes));
+    }
   }
 
   private onRstStream(id: number, payload: Buffer): void {
@@ -397,11 +473,8 @@ export class H2Connection<T> {
     this.endIfQuiet();
   }
 
-  private complete(s: H2Stream<T>): void {
+  private complete(s: H2Stream<T>, body: Buffer): void {
     this.streams.delete(s.id);
-    // A copy: the chunks are views of a whole TLS read, which a consumer that keeps the answer (a
-    // coalesced waiter, a log queue) would otherwise pin in memory.
-    const body = s.chunks.length === 1 ? Buffer.from(s.chunks[0]) : Buffer.concat(s.chunks, s.bytes);
     this.events.onResponse(s.tag, s.status, s.contentType, body);
   }
 
@@ -479,12 +552,13 @@ function goaway(lastId: number, code: number): Buffer {
   return frame(T_GOAWAY, 0, 0, p);
 }
 
-function unpad(flags: number, payload: Buffer): Buffer | null {
-  if (!(flags & F_PADDED)) return payload;
-  if (payload.length < 1) return null;
-  const pad = payload[0];
-  if (pad >= payload.length) return null;
-  return payload.subarray(1, payload.length - pad);
+/** A copy of buf[start, end). DNS answers are mostly under a few hundred bytes, where a JS loop is
+ *  cheaper than the native copy's call overhead. */
+function copyOut(buf: Buffer, start: number, end: number): Buffer {
+  const out = Buffer.allocUnsafe(end - start);
+  if (end - start <= 256) for (let i = start, o = 0; i < end; i++, o++) out[o] = buf[i];
+  else buf.copy(out, 0, start, end);
+  return out;
 }
 
 // --- HPACK (RFC 7541), the subset above -------------------------------------------------------------
@@ -533,50 +607,76 @@ interface ResponseHeaders { status: number; contentType: string }
  */
 export function decodeResponseHeaders(block: Buffer): ResponseHeaders | null {
   const r: ResponseHeaders = { status: 0, contentType: '' };
-  let i = 0;
+  return decodeHeaderBlock(block, 0, block.length, r) ? r : null;
+}
+
+/**
+ * decodeResponseHeaders() over buf[start, end), into `out`. Values of other fields are skipped, not
+ * decoded, and a repeated content-type is not Huffman-decoded again: one answer, one header block.
+ */
+function decodeHeaderBlock(block: Buffer, start: number, end: number, out: ResponseHeaders): boolean {
+  out.status = 0;
+  out.contentType = '';
+  let i = start;
   const readInt = (prefixBits: number): number => {
     const max = (1 << prefixBits) - 1;
     let v = block[i++] & max;
     if (v < max) return v;
     let shift = 0;
     for (;;) {
-      if (i >= block.length || shift > 28) return -1;
+      if (i >= end || shift > 28) return -1;
       const b = block[i++];
       v += (b & 0x7f) * 2 ** shift;
       shift += 7;
       if (!(b & 0x80)) return v;
     }
   };
-  const readString = (): string | null => {
-    if (i >= block.length) return null;
-    const huffman = (block[i] & 0x80) !== 0;
+  /** Steps over a string literal, leaving its bounds in strStart/strEnd. */
+  let strStart = 0, strEnd = 0, strHuffman = false;
+  const skipString = (): boolean => {
+    if (i >= end) return false;
+    strHuffman = (block[i] & 0x80) !== 0;
     const len = readInt(7);
-    if (len < 0 || i + len > block.length) return null;
-    const raw = block.subarray(i, i + len);
+    if (len < 0 || i + len > end) return false;
+    strStart = i;
+    strEnd = i + len;
     i += len;
-    return huffman ? huffmanDecode(raw) : raw.toString('latin1');
+    return true;
   };
-  while (i < block.length) {
+  const stringValue = (): string | null =>
+    strHuffman ? huffmanDecodeRange(block, strStart, strEnd) : block.toString('latin1', strStart, strEnd);
+  while (i < end) {
     const b = block[i];
     if (b & 0x80) { // indexed field
       const idx = readInt(7);
-      if (idx <= 0 || idx > STATIC_TABLE_SIZE) return null;
-      if (STATIC_STATUS[idx]) r.status = STATIC_STATUS[idx];
+      if (idx <= 0 || idx > STATIC_TABLE_SIZE) return false;
+      if (STATIC_STATUS[idx]) out.status = STATIC_STATUS[idx];
       continue;
     }
     if ((b & 0xe0) === 0x20) { // dynamic table size update: only 0 fits what we announced
-      if (readInt(5) !== 0) return null;
+      if (readInt(5) !== 0) return false;
       continue;
     }
     // literal: with incremental indexing (01), without (0000) or never indexed (0001)
     const nameIdx = (b & 0xc0) === 0x40 ? readInt(6) : readInt(4);
-    if (nameIdx < 0 || nameIdx > STATIC_TABLE_SIZE) return null;
+    if (nameIdx < 0 || nameIdx > STATIC_TABLE_SIZE) return false;
     let name: string | null = null;
-    if (nameIdx === 0) { name = readString(); if (name === null) return null; }
-    const value = readString();
-    if (value === null) return null;
-    if (nameIdx === STATIC_STATUS_NAME || name === ':status') r.status = /^\d{3}$/.test(value) ? Number(value) : -1;
-    else if (nameIdx === STATIC_CONTENT_TYPE_NAME || name === 'content-type') r.contentType = value;
+    if (nameIdx === 0) {
+      if (!skipString()) return false;
+      name = stringValue();
+      if (name === null) return false;
+    }
+    if (!skipString()) return false;
+    if (nameIdx === STATIC_STATUS_NAME || name === ':status') {
+      const value = stringValue();
+      out.status = value !== null && /^\d{3}$/.test(value) ? Number(value) : -1;
+    } else if (nameIdx === STATIC_CONTENT_TYPE_NAME || name === 'content-type') {
+      const value = stringValue();
+      if (value === null) return false;
+      out.contentType = value;
+    } else if (strHuffman && huffmanDecodeRange(block, strStart, strEnd) === null) {
+      return false; // malformed Huffman is a decoding error even in a field we do not use
+    }
   }
-  return r.status < 0 ? null : r;
+  return out.status >= 0;
 }

@@ -38,13 +38,24 @@ let lastDecoded: string | null = null;
 
 /** Decodes a Huffman-coded string; null when it is malformed (bad padding, EOS inside). */
 export function huffmanDecode(raw: Buffer): string | null {
-  // Responses repeat the same few values: a one-entry memo skips the bit loop for them.
-  if (lastRaw !== null && raw.equals(lastRaw)) return lastDecoded;
+  return huffmanDecodeRange(raw, 0, raw.length);
+}
+
+/** huffmanDecode() of buf[start, end). */
+export function huffmanDecodeRange(buf: Buffer, start: number, end: number): string | null {
+  // Responses repeat the same few values (content-type): a one-entry memo, compared in JS because the
+  // strings are a few bytes long, skips the bit loop for them.
+  const memo = lastRaw;
+  if (memo !== null && memo.length === end - start) {
+    let k = 0;
+    while (k < memo.length && memo[k] === buf[start + k]) k++;
+    if (k === memo.length) return lastDecoded;
+  }
   const out: number[] = [];
   let code = 0;
   let len = 0;
-  for (let i = 0; i < raw.length; i++) {
-    const byte = raw[i];
+  for (let i = start; i < end; i++) {
+    const byte = buf[i];
     for (let bit = 7; bit >= 0; bit--) {
       code = (code << 1) | ((byte >> bit) & 1);
       len++;
@@ -61,7 +72,7 @@ export function huffmanDecode(raw: Buffer): string | null {
   // Padding: fewer than 8 bits, all ones (a prefix of EOS).
   if (len >= 8 || code !== (1 << len) - 1) return null;
   const decoded = String.fromCharCode(...out);
-  lastRaw = Buffer.from(raw);
+  lastRaw = Buffer.from(buf.subarray(start, end));
   lastDecoded = decoded;
   return decoded;
 }

@@ -190,9 +190,10 @@ ${extra}
   }
 
   /** Starts dns-tproxy in the gateway namespace and waits until it answers through TPROXY. */
-  async startServer(configPath, { waitName = 'a.lab.test', args = [], wait = true, nodeArgs = [] } = {}) {
+  /** `cli`: another build's cli.js (benchmarks compare builds in one lab). */
+  async startServer(configPath, { waitName = 'a.lab.test', args = [], wait = true, nodeArgs = [], cli = path.join(ROOT, 'dist/cli.js') } = {}) {
     const log = path.join(this.dir, `server-${this.procs.length}.log`);
-    const proc = this.spawnIn(this.gw, process.execPath, [...nodeArgs, path.join(ROOT, 'dist/cli.js'), 'run', '--config', configPath, ...args], log);
+    const proc = this.spawnIn(this.gw, process.execPath, [...nodeArgs, cli, 'run', '--config', configPath, ...args], log);
     proc.logPath = log;
     this.server = proc;
     if (wait) {
