@@ -65,7 +65,7 @@ function connect(port, { maxAnswerBytes = 65535 } = {}) {
   const up = new Promise((r) => (onUp = r));
   const closed = new Promise((r) => (onClosed = r));
   const conn = new H2Connection({ host: '127.0.0.1', port, secureContext, authority: `127.0.0.1:${port}`, path: '/dns-query', maxAnswerBytes }, {
-    onResponse(tag, status, contentType, body) { settle(tag, { status, contentType, body: Buffer.from(body) }); },
+    onResponse(tag, status, contentType, body) { settle(tag, { status, contentType, body: Buffer.from(body), raw: body }); },
     onFailure(tag, why, replayable) { settle(tag, { why, replayable }); },
     onConnect() { onUp(); },
     onClose(error) { onClosed(error); },
@@ -119,6 +119,8 @@ t.test('against node:http2: padding, 103, trailers, split body, CONTINUATION-siz
     const answers = await Promise.all(bodies.map((b) => c.ask(b)));
     const wrong = answers.map((a, i) => (a.status === 200 && a.body.equals(bodies[i]) ? null : { i, a })).filter(Boolean);
     t.same(wrong, [], `${label}: 60 requests over a 3-stream limit, every body echoed`);
+    const kept = answers.filter((a, i) => !a.raw.equals(bodies[i])).length;
+    t.equal(kept, 0, `${label}: bodies kept by the consumer are still intact after later reads (they are copies)`);
     t.ok(answers.every((a) => a.contentType === 'application/dns-message'), `${label}: content-type read`);
     const big = await c.ask(Buffer.from([5]));
     t.same(big, { why: 'too_large', replayable: false }, `${label}: an answer over maxAnswerBytes is refused`);
@@ -151,8 +153,9 @@ t.test('RST_STREAM: only REFUSED_STREAM is reported replayable', async (t) => {
   c.conn.destroy(null);
 });
 
-/** A TLS server speaking ALPN h2 that answers the first request with `frames` (raw bytes). */
-async function hostile(frames) {
+/** A TLS server speaking ALPN h2 that answers the first request with `frames` (raw bytes); with
+ * `dribble`, one byte per TLS record, so the client sees each frame in pieces, over many reads. */
+async function hostile(frames, { dribble = false } = {}) {
   const server = tls.createServer({ key, cert, ALPNProtocols: ['h2'] }, (s) => {
     let seen = 0;
     s.on('error', () => {});
@@ -160,7 +163,13 @@ async function hostile(frames) {
     s.on('data', (d) => {
       seen += d.length;
       // Past the preface, SETTINGS, WINDOW_UPDATE and the SETTINGS ack, the first request: now the "reply".
-      if (seen > 24 + 9 + 18 + 13 + 9 && !s.sent) { s.sent = true; s.write(frames); }
+      if (seen > 24 + 9 + 18 + 13 + 9 && !s.sent) {
+        s.sent = true;
+        if (!dribble) { s.write(frames); return; }
+        let i = 0;
+        const next = () => { if (i < frames.length && !s.destroyed) { s.write(frames.subarray(i, i + 1)); i++; setImmediate(next); } };
+        next();
+      }
     });
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
@@ -189,6 +198,27 @@ t.test('GOAWAY: streams past the last id are replayable, the others still comple
   t.equal(r.status, 200, 'stream 1 within last-stream-id 1 is answered');
   t.equal(r.body.toString(), 'abc');
   t.equal(await c.closed, null, 'then the connection ends cleanly');
+});
+
+t.test('frames dribbled one byte per TLS record: bodies and headers survive the reused read buffer', async (t) => {
+  // HEADERS split by CONTINUATION, then a body in three DATA frames (one padded), every byte its own
+  // record: the client must copy what it keeps, because its read buffer is overwritten by the next record.
+  const ct = Buffer.concat([Buffer.from([0x0f, 0x10, 23]), Buffer.from('application/dns-message')]);
+  const padded = Buffer.concat([Buffer.from([3]), Buffer.from('second,'), Buffer.alloc(3)]);
+  const frames = Buffer.concat([
+    fr(1, 0, 1, Buffer.concat([Buffer.from([0x88]), ct.subarray(0, 10)])),
+    fr(9, 0x4, 1, ct.subarray(10)),
+    fr(0, 0, 1, Buffer.from('first,')),
+    fr(0, 0x8, 1, padded),
+    fr(0, 0x1, 1, Buffer.from('third')),
+  ]);
+  const c = connect(await hostile(frames, { dribble: true }));
+  await c.up;
+  const r = await c.ask(Buffer.from([0]));
+  t.equal(r.status, 200);
+  t.equal(r.contentType, 'application/dns-message', 'header block reassembled from CONTINUATION pieces');
+  t.equal(r.body.toString(), 'first,second,third', 'body reassembled, padding dropped');
+  c.conn.destroy(null);
 });
 
 t.test('a hostile server: malformed frames end the connection, never the process', async (t) => {
