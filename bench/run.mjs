@@ -58,7 +58,11 @@ try {
     fs.writeFileSync(path.join(lab.dir, 'list.txt'), list.join('\n') + '\n');
     values.extra += `\nfilter:\n  lists:\n    - name: bench\n      path: "${path.join(lab.dir, 'list.txt')}"\n`;
   }
-  fs.writeFileSync(path.join(lab.dir, 'miss.txt'), Array.from({ length: 2_000_000 }, () => `m${Math.random().toString(36).slice(2)}.wild.test A`).join('\n') + '\n');
+  // Two miss files with different prefixes: the fixed-rate run must not re-ask the max run's names, or
+  // its "miss" CPU would be mostly cache hits (it was, before this was split).
+  for (const part of ['max', 'rate']) {
+    fs.writeFileSync(path.join(lab.dir, `miss-${part}.txt`), Array.from({ length: 2_000_000 }, () => `m${part}${Math.random().toString(36).slice(2)}.wild.test A`).join('\n') + '\n');
+  }
   const secs = Number(values.seconds), rate = Number(values.rate);
   console.log(`dns-tproxy, ${secs}s per run, CPU measured at ${rate} qps offered; variants compared in this one run`);
   console.log(['workers', 'metrics', 'scenario', 'max_qps', 'lost%', 'mean_ms', `cpu_us/q@${rate}`, 'rss_MB'].map((s) => s.padStart(14)).join(''));
@@ -72,11 +76,12 @@ try {
     : null;
   for (const sc of values.scenarios.split(',')) {
     const file = path.join(lab.dir, `${sc}.txt`);
+    const missFile = (part) => path.join(lab.dir, `miss-${part}.txt`);
     dnsperf(path.join(lab.dir, 'hit.txt'), 2, 0); // warm the cache and the DoH connections
     if (sc === 'blocked') dnsperf(file, 1, 0);
-    const max = dnsperf(file, secs, 0);
+    const max = dnsperf(sc === 'miss' ? missFile('max') : file, secs, 0);
     const c0 = cpuTicks(srv.pid);
-    const fixed = dnsperf(file, secs, rate);
+    const fixed = dnsperf(sc === 'miss' ? missFile('rate') : file, secs, rate);
     const c1 = cpuTicks(srv.pid);
     const us = ((c1 - c0) / tick) * 1e6 / Math.max(fixed.completed, 1);
     console.log([workers, metrics, sc, max.qps.toFixed(0), max.lost.toFixed(2), max.latMs.toFixed(3), us.toFixed(2), rssMb(srv.pid).toFixed(1)].map((s) => String(s).padStart(14)).join(''));

@@ -109,8 +109,10 @@ export class CacheStage implements Stage {
         this.serveWaiters(waiters, ctx, entry, true);
         return;
       }
-    } else if (ctx.ansBuf && analyzeAnswer(ctx.ansBuf.subarray(ctx.ansOff), ctx.ansLen, ctx.buf, 0, ctx.q, this.info) === AnswerError.OK) {
-      entry = cache.store(ctx.key, ctx.ansBuf.subarray(ctx.ansOff), ctx.ansLen, this.info);
+    } else if (ctx.ansBuf) {
+      // Forwarded answers start at offset 0: no view needed for those.
+      const ans = ctx.ansOff === 0 ? ctx.ansBuf : ctx.ansBuf.subarray(ctx.ansOff);
+      if (analyzeAnswer(ans, ctx.ansLen, ctx.buf, 0, ctx.q, this.info) === AnswerError.OK) entry = cache.store(ctx.key, ans, ctx.ansLen, this.info);
     }
     this.serveWaiters(waiters, ctx, entry, false);
   }

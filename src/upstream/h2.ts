@@ -125,6 +125,9 @@ export class H2Connection<T> {
   lastReceived = performance.now();
   /** Why the connection failed, once it has. */
   error: string | null = null;
+  /** Read callbacks (one per TLS record) and socket writes so far: how well both sides batch. */
+  reads = 0;
+  writes = 0;
 
   constructor(private readonly opts: H2ConnectOptions, private readonly events: H2Events<T>) {
     this.headerPrefix = requestHeaderPrefix(opts.authority, opts.path);
@@ -293,12 +296,14 @@ export class H2Connection<T> {
     const data = this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outBytes);
     this.out = [];
     this.outBytes = 0;
+    this.writes++;
     this.socket.write(data);
   }
 
   /** `buf` is the socket's read buffer: valid only during this call. */
   private onData(chunk: Buffer, n: number): void {
     this.lastReceived = performance.now();
+    this.reads++;
     let buf = chunk;
     let end = n;
     if (this.inbuf !== null) {
