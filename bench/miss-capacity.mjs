@@ -4,10 +4,11 @@
 // before, from a server started fresh, so no answer can come from the cache (an earlier version re-read
 // one name file, and its later runs were partly cache hits). Per measurement: answered qps, mean latency,
 // and where the two cores went per answered query: dns-tproxy, unbound, dnsperf, and the rest (softirq,
-// kernel threads), from /proc.
+// kernel threads), from /proc, and the rate the machine could reach if dns-tproxy's share were zero.
 // --builds compares other builds' dist directories (e.g. a `git worktree` of the previous commit) against
 // each other in one lab, alternating, --rounds times: the only fair way to compare on a noisy VM.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { Lab, labUnavailable, baseConfig, SERVER_V4, nsExec, ROOT } from '../test/lab/lib.js';
@@ -58,6 +59,9 @@ try {
             meanMs: +(Number(/Average Latency \(s\):\s+(\S+)/.exec(out)[1]) * 1000).toFixed(1),
             usPerQuery: { ours: +oursUs.toFixed(1), unbound: +unboundUs.toFixed(1), dnsperf: +perfUs.toFixed(1), rest: +(busyUs - oursUs - unboundUs - perfUs).toFixed(1) },
             coresBusyPct: +(100 * (1 - (d[3] + d[4]) / total)).toFixed(1),
+            // The same busy share of the cores, spent only on unbound, dnsperf and the rest: what this
+            // machine could answer if dns-tproxy cost nothing (an upper bound for any forwarder here).
+            qpsIfServerFree: Math.round((os.cpus().length * (1 - (d[3] + d[4]) / total) * 1e6) / (busyUs - oursUs)),
           }));
         }
         await lab.stop(srv, 'SIGTERM');
