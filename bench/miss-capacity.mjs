@@ -5,8 +5,9 @@
 // one name file, and its later runs were partly cache hits). Per measurement: answered qps, mean latency,
 // and where the two cores went per answered query: dns-tproxy, unbound, dnsperf, and the rest (softirq,
 // kernel threads), from /proc, and the rate the machine could reach if dns-tproxy's share were zero.
-// --builds compares other builds' dist directories (e.g. a `git worktree` of the previous commit) against
-// each other in one lab, alternating, --rounds times: the only fair way to compare on a noisy VM.
+// --builds compares builds against each other in one lab, alternating, --rounds times: the only fair way
+// to compare on a noisy VM. A build is a tsc output directory next to dist/ (it imports ../native), e.g.
+//   git stash && npx tsc -p . --outDir dist-base && git stash pop
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
