@@ -72,6 +72,8 @@ export interface H2ConnectOptions {
   authority: string;
   path: string;
   maxAnswerBytes: number;
+  /** Opens the socket (default tls.connect); tests and the fuzzer pass one that is not a network. */
+  connect?: (options: tls.ConnectionOptions) => tls.TLSSocket;
 }
 
 class H2Stream<T> {
@@ -132,7 +134,7 @@ export class H2Connection<T> {
   constructor(private readonly opts: H2ConnectOptions, private readonly events: H2Events<T>) {
     this.headerPrefix = requestHeaderPrefix(opts.authority, opts.path);
     // `onread` works for TLS sockets too (nodejs/node#35753), but @types/node declares it only for net.
-    const socket = tls.connect({
+    const socket = (opts.connect ?? tls.connect)({
       host: opts.host,
       port: opts.port,
       servername: opts.servername,
@@ -323,6 +325,9 @@ export class H2Connection<T> {
       off = start + len;
       if (this.headerStream !== 0 && type !== T_CONTINUATION) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
       this.onFrame(type, flags, id, buf, start, off);
+      // A draining connection ends as soon as its last stream does, wherever that falls in the read:
+      // what follows in the same read is not looked at, just as if it had come in the next one.
+      if (this.goawayLastId >= 0 || this.closing) this.endIfQuiet();
     }
     // Keep the partial frame; a copy, because the read buffer is reused.
     if (!this.closed && off < end) this.inbuf = Buffer.from(buf.subarray(off, end));

@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const CRASHERS = path.join(HERE, 'crashers');
-const TARGETS = ['query', 'answer', 'tcp', 'rules']; // same order as targets.mjs
+const TARGETS = ['query', 'answer', 'tcp', 'rules', 'h2']; // same order as targets.mjs
 
 function runWorker(workerData, hangMs, onFinding) {
   const ctrl = new SharedArrayBuffer(16);

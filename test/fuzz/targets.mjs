@@ -17,6 +17,11 @@
 //           exactly the complete, answerable frames, in order, byte for byte, reach the chain (up to
 //           maxQueriesPerConnection), each echoed answer is framed correctly, the connection is
 //           forgotten on close, nothing throws.
+//   h2      a DoH upstream's byte stream (frames, valid or not) fed to H2Connection through its read
+//           callback in random chunks, the read buffer overwritten after every callback as Node's is:
+//           nothing throws; every request ends exactly once (answer or failure, counting the destroy at
+//           the end); an answer's body never changes after delivery (no view into the read buffer is
+//           kept); and the same stream delivered in one piece gives the same outcomes in the same order.
 //   rules   parseRule and ListParser never throw on any text; a line the fast path turns into exactly
 //           one domain gets the same class, scope and domain from parseRule; regexes the guard accepts
 //           run in bounded time on adversarial names.
@@ -26,6 +31,7 @@ import { ParsedQuery, readQuery, writeHeaderOnlyReply, cacheKey, qnameString } f
 import { AnswerInfo, analyzeAnswer, rewriteOpt } from '../../dist/dns/answer.js';
 import { PacketCache } from '../../dist/cache/packet-cache.js';
 import { TcpListener } from '../../dist/listen/tcp.js';
+import { H2Connection } from '../../dist/upstream/h2.js';
 import { ContextPool } from '../../dist/pipeline/context.js';
 import { parseRule, ListParser, S_SUBTREE, S_EXACT } from '../../dist/filter/parse.js';
 import { Rng, nameEnd } from './mutate.mjs';
@@ -262,6 +268,77 @@ function execTcp(input) {
   if (k !== expected.length) fail(`tcp: ${k} answer frames for ${expected.length} queries`);
 }
 
+// ---- HTTP/2 from a DoH upstream ----------------------------------------------------------------------
+/** Stands in for a TLS socket: captures the `onread` callback H2Connection registers. */
+class FakeTls extends EventEmitter {
+  alpnProtocol = 'h2';
+  onread = null;
+  destroyed = false;
+  setNoDelay() { return this; }
+  write() { return true; }
+  end() { return this; }
+  destroySoon() {}
+  destroy() { this.destroyed = true; return this; }
+}
+
+const H2_READ = 64 * 1024;
+const h2ReadBuffer = Buffer.alloc(H2_READ);
+
+/** Runs one connection over `stream` cut into chunks by `nextChunk`; returns what the owner saw. */
+function h2Session(stream, requests, nextChunk) {
+  const sock = new FakeTls();
+  const outcomes = [];
+  const kept = [];
+  const settled = new Map();
+  const settle = (tag, o) => { settled.set(tag, (settled.get(tag) ?? 0) + 1); outcomes.push(o); };
+  const conn = new H2Connection({
+    host: 'upstream.test', port: 443, secureContext: null, authority: 'upstream.test', path: '/dns-query', maxAnswerBytes: 4096,
+    connect: (o) => { sock.onread = o.onread; return sock; },
+  }, {
+    onResponse(tag, status, contentType, body) {
+      kept.push({ body, copy: Buffer.from(body) });
+      settle(tag, `${tag} answer ${status} ${contentType} ${body.toString('hex')}`);
+    },
+    onFailure(tag, why, replayable) { settle(tag, `${tag} failure ${why} ${replayable}`); },
+    onConnect() {},
+    onClose(error) { outcomes.push(`close ${error}`); },
+  });
+  sock.emit('secureConnect');
+  const deliver = (bytes) => {
+    for (let p = 0; p < bytes.length && !conn.closed;) {
+      const n = Math.min(bytes.length - p, H2_READ, nextChunk());
+      bytes.copy(h2ReadBuffer, 0, p, p + n);
+      sock.onread.callback(n, h2ReadBuffer);
+      h2ReadBuffer.fill(0xa5, 0, n); // Node reuses the buffer for the next record
+      p += n;
+    }
+  };
+  deliver(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])); // the server's SETTINGS: requests may start
+  for (let i = 0; i < requests; i++) conn.request(Buffer.from([i, 1, 2, 3]), i);
+  deliver(stream);
+  const beforeDestroy = outcomes.length;
+  conn.destroy(null);
+  for (let i = 0; i < requests; i++) {
+    const n = settled.get(i) ?? 0;
+    if (n !== 1) fail(`h2: request ${i} ended ${n} times`);
+  }
+  for (const k of kept) if (!k.body.equals(k.copy)) fail('h2: a delivered body changed afterwards (a view into the read buffer)');
+  return outcomes.slice(0, beforeDestroy);
+}
+
+function execH2(input) {
+  if (input.length < 5) return;
+  const r = new Rng(input.readUInt32LE(0));
+  const requests = 1 + (input[4] % 8);
+  const stream = input.subarray(5);
+  const maxChunk = 1 + r.int(r.chance(0.3) ? 8 : stream.length + 1);
+  const chunked = h2Session(stream, requests, () => 1 + r.int(maxChunk));
+  const whole = h2Session(stream, requests, () => H2_READ);
+  if (chunked.join('\n') !== whole.join('\n')) {
+    fail(`h2: outcomes depend on how the stream was split: ${JSON.stringify(chunked).slice(0, 300)} vs ${JSON.stringify(whole).slice(0, 300)}`);
+  }
+}
+
 // ---- rule lists -------------------------------------------------------------------------------------
 const ADVERSARIAL = ['a'.repeat(253), `${'a.'.repeat(126)}a`, `${'ab-'.repeat(80)}!`, `${'0'.repeat(200)}x`, `${'-.'.repeat(120)}`, `ad${'1'.repeat(240)}.x`];
 
@@ -305,6 +382,7 @@ export const targets = {
   answer: { kind: 'answer', exec: execAnswer },
   tcp: { kind: 'tcp', exec: execTcp },
   rules: { kind: 'rules', exec: execRules },
+  h2: { kind: 'h2', exec: execH2 },
 };
 export const targetNames = Object.keys(targets);
 export { Violation, dnsPacket, qnameString };

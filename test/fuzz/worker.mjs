@@ -49,12 +49,51 @@ function makeInput(target, r) {
       return Buffer.concat([s, body]);
     }
     case 'rules': return mutateRules(r.pick(corpus.rules), r);
+    case 'h2': {
+      const head = Buffer.alloc(5);
+      head.writeUInt32LE(r.u32());
+      head[4] = r.int(8);
+      const body = h2Stream(head[4] + 1, r);
+      return Buffer.concat([head, r.chance(0.6) ? mutateBytes(body, r) : body]);
+    }
     default: throw new Error(`unknown target ${target}`);
   }
 }
 
+/** A plausible upstream byte stream for `requests` streams (ids 1, 3, ...): answers in any order, some
+ *  split over DATA frames, padded, with CONTINUATION, trailers, RST_STREAM, PING, GOAWAY, SETTINGS. */
+function h2Stream(requests, r) {
+  const fr = (type, flags, id, payload) => {
+    const h = Buffer.alloc(9);
+    h.writeUIntBE(payload.length, 0, 3); h[3] = type; h[4] = flags; h.writeUInt32BE(id >>> 0, 5);
+    return Buffer.concat([h, payload]);
+  };
+  const ct = Buffer.concat([Buffer.from([0x0f, 0x10, 23]), Buffer.from('application/dns-message')]);
+  const ctHuffman = Buffer.from('0f1090' + '1d75d0620d263d4c495216a4a840e62f', 'hex');
+  const frames = [];
+  for (let k = 0; k < requests; k++) {
+    const id = 1 + 2 * r.int(requests + 1);
+    const block = Buffer.concat([Buffer.from([r.chance(0.9) ? 0x88 : r.pick([0x8d, 0x0e, 0x08])]), r.chance(0.5) ? ct : ctHuffman]);
+    if (r.chance(0.2)) frames.push(fr(1, 0, id, block.subarray(0, 3)), fr(9, 0x4, id, block.subarray(3)));
+    else frames.push(fr(1, 0x4 | (r.chance(0.05) ? 1 : 0), id, block));
+    const body = r.bytes(r.int(r.chance(0.05) ? 5000 : 120));
+    const cut = r.chance(0.3) ? r.int(body.length + 1) : body.length;
+    if (cut < body.length) frames.push(fr(0, 0, id, body.subarray(0, cut)));
+    const last = body.subarray(cut);
+    if (r.chance(0.1)) frames.push(fr(0, 0x8, id, Buffer.concat([Buffer.from([2]), last, Buffer.alloc(2)])), fr(0, 0x1, id, Buffer.alloc(0)));
+    else if (r.chance(0.05)) frames.push(fr(0, 0, id, last), fr(1, 0x5, id, Buffer.from([0x40, 1, 0x78, 1, 0x31])));
+    else frames.push(fr(0, 0x1, id, last));
+    if (r.chance(0.05)) frames.push(fr(3, 0, 1 + 2 * r.int(requests), Buffer.from([0, 0, 0, r.pick([7, 8, 2])])));
+    if (r.chance(0.05)) frames.push(fr(6, r.int(2), 0, r.bytes(8)));
+    if (r.chance(0.03)) frames.push(fr(7, 0, 0, Buffer.from([0, 0, 0, r.int(2 * requests), 0, 0, 0, 0])));
+    if (r.chance(0.03)) frames.push(fr(4, 0, 0, Buffer.from([0, 3, 0, 0, 0, r.int(3)])));
+    if (r.chance(0.03)) frames.push(fr(8, 0, 0, Buffer.from([0, 0, 0x10, 0])));
+  }
+  return Buffer.concat(frames);
+}
+
 // Relative effort per target: the wire code is cheapest and most exposed.
-const WEIGHTS = { query: 40, answer: 35, tcp: 10, rules: 15 };
+const WEIGHTS = { query: 40, answer: 35, tcp: 10, rules: 15, h2: 10 };
 const wheel = targetNames.flatMap((n) => Array(WEIGHTS[n] ?? 10).fill(n));
 
 function signature(target, msg) {
