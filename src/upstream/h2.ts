@@ -367,12 +367,10 @@ export class H2Connection<T> {
     }
     const s = this.streams.get(id);
     if (!s) return; // cancelled by us, or already failed
-    if (flags & F_PADDED) {
-      const pad = start < end ? buf[start] : -1;
-      if (pad < 0 || pad >= end - start) { this.streamError(s, E_PROTOCOL, 'protocol'); return; }
-      start++;
-      end -= pad;
-    }
+    const dataEnd = unpaddedEnd(flags, buf, start, end);
+    if (dataEnd < 0) { this.streamError(s, E_PROTOCOL, 'protocol'); return; }
+    if (flags & F_PADDED) start++;
+    end = dataEnd;
     if (!s.headersDone) { this.streamError(s, E_PROTOCOL, 'protocol'); return; }
     const len = end - start;
     s.bytes += len;
@@ -385,13 +383,10 @@ export class H2Connection<T> {
   }
 
   private onHeaders(flags: number, id: number, buf: Buffer, start: number, end: number): void {
-    if (flags & F_PADDED) {
-      const pad = start < end ? buf[start] : -1;
-      if (pad < 0 || pad >= end - start) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
-      start++;
-      end -= pad;
-    }
-    if (id === 0) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
+    const dataEnd = unpaddedEnd(flags, buf, start, end);
+    if (dataEnd < 0 || id === 0) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
+    if (flags & F_PADDED) start++;
+    end = dataEnd;
     if (flags & F_PRIORITY) {
       if (end - start < 5) { this.protocolError('ERR_HTTP2_FRAME_SIZE', E_FRAME_SIZE); return; }
       start += 5;
@@ -554,6 +549,14 @@ function goaway(lastId: number, code: number): Buffer {
   p.writeUInt32BE(lastId, 0);
   p.writeUInt32BE(code, 4);
   return frame(T_GOAWAY, 0, 0, p);
+}
+
+/** Where the data of a frame payload buf[start, end) ends once PADDED's padding is removed (the data
+ *  then starts one byte later, after the pad length); -1 when the padding is longer than the payload. */
+function unpaddedEnd(flags: number, buf: Buffer, start: number, end: number): number {
+  if (!(flags & F_PADDED)) return end;
+  if (start >= end || buf[start] >= end - start) return -1;
+  return end - buf[start];
 }
 
 /** The body collected from a stream's DATA frames (each piece already a copy). */
