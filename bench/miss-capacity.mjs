@@ -52,6 +52,7 @@ try {
           const perfUs = ((Number(um) * 60 + Number(us) + Number(sm) * 60 + Number(ss)) * 1e6) / q;
           const d = c1.map((v, i) => v - c0[i]);
           const total = d.reduce((a, b) => a + b, 0);
+          const busyShare = 1 - (d[3] + d[4]) / total; // everything but idle and iowait
           const busyUs = ((total - d[3] - d[4]) / HZ) * 1e6 / q;
           const oursUs = ((s1 - s0) / HZ) * 1e6 / q;
           const unboundUs = ((u1 - u0) / HZ) * 1e6 / q;
@@ -59,10 +60,10 @@ try {
             build: path.relative(ROOT, build) || '.', maxConnections: c, rate, qps: Math.round(q / secs), lost: /Queries lost:\s+(.*)/.exec(out)[1],
             meanMs: +(Number(/Average Latency \(s\):\s+(\S+)/.exec(out)[1]) * 1000).toFixed(1),
             usPerQuery: { ours: +oursUs.toFixed(1), unbound: +unboundUs.toFixed(1), dnsperf: +perfUs.toFixed(1), rest: +(busyUs - oursUs - unboundUs - perfUs).toFixed(1) },
-            coresBusyPct: +(100 * (1 - (d[3] + d[4]) / total)).toFixed(1),
+            coresBusyPct: +(100 * busyShare).toFixed(1),
             // The same busy share of the cores, spent only on unbound, dnsperf and the rest: what this
             // machine could answer if dns-tproxy cost nothing (an upper bound for any forwarder here).
-            qpsIfServerFree: Math.round((os.cpus().length * (1 - (d[3] + d[4]) / total) * 1e6) / (busyUs - oursUs)),
+            qpsIfServerFree: Math.round((os.cpus().length * busyShare * 1e6) / (busyUs - oursUs)),
           }));
         }
         await lab.stop(srv, 'SIGTERM');

@@ -60,8 +60,9 @@ try {
   }
   // Two miss files with different prefixes: the fixed-rate run must not re-ask the max run's names, or
   // its "miss" CPU would be mostly cache hits (it was, before this was split).
+  const missFile = (part) => path.join(lab.dir, `miss-${part}.txt`);
   for (const part of ['max', 'rate']) {
-    fs.writeFileSync(path.join(lab.dir, `miss-${part}.txt`), Array.from({ length: 2_000_000 }, () => `m${part}${Math.random().toString(36).slice(2)}.wild.test A`).join('\n') + '\n');
+    fs.writeFileSync(missFile(part), Array.from({ length: 2_000_000 }, () => `m${part}${Math.random().toString(36).slice(2)}.wild.test A`).join('\n') + '\n');
   }
   const secs = Number(values.seconds), rate = Number(values.rate);
   console.log(`dns-tproxy, ${secs}s per run, CPU measured at ${rate} qps offered; variants compared in this one run`);
@@ -76,7 +77,6 @@ try {
     : null;
   for (const sc of values.scenarios.split(',')) {
     const file = path.join(lab.dir, `${sc}.txt`);
-    const missFile = (part) => path.join(lab.dir, `miss-${part}.txt`);
     dnsperf(path.join(lab.dir, 'hit.txt'), 2, 0); // warm the cache and the DoH connections
     if (sc === 'blocked') dnsperf(file, 1, 0);
     const max = dnsperf(sc === 'miss' ? missFile('max') : file, secs, 0);
