@@ -43,7 +43,7 @@ export interface QueryLogEntry {
   clientPort: number;
   server: string; // ORIGINAL destination address
   serverPort: number;
-  transport: 'udp' | 'tcp' | 'plain';
+  transport: 'udp' | 'tcp' | 'plain' | 'dot' | 'doh';
   qname: string;
   qtype: string;
   rcode: string;

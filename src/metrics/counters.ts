@@ -3,7 +3,7 @@
 import type { Transport } from '../pipeline/context.js';
 
 export class ServerCounters {
-  readonly queriesByTransport: Record<Transport | 'internal', number> = { udp: 0, tcp: 0, plain: 0, internal: 0 };
+  readonly queriesByTransport: Record<Transport | 'internal', number> = { udp: 0, tcp: 0, plain: 0, dot: 0, doh: 0, internal: 0 };
   /** Indexed by qtype for the common range; rarer types land in `otherQtypes`. */
   readonly queriesByQtype = new Float64Array(256);
   otherQtypes = 0;

@@ -15,7 +15,7 @@ export function registerServerMetrics(s: DnsServer): void {
     const out: Sample[] = [];
     // Per-transport totals are exact; the qtype split is attributed to the transport label "all" to
     // keep cardinality at transports + qtypes rather than their product.
-    for (const t of ['udp', 'tcp', 'plain'] as const) out.push({ labels: { transport: t, qtype: 'all' }, value: c.queriesByTransport[t] });
+    for (const t of ['udp', 'tcp', 'plain', 'dot', 'doh'] as const) out.push({ labels: { transport: t, qtype: 'all' }, value: c.queriesByTransport[t] });
     c.queriesByQtype.forEach((v, t) => { if (v > 0) out.push({ labels: { transport: 'all', qtype: qtypeName(t) }, value: v }); });
     if (c.otherQtypes) out.push({ labels: { transport: 'all', qtype: 'OTHER' }, value: c.otherQtypes });
     return out;

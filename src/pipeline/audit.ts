@@ -3,7 +3,7 @@
 // transport; it allocates (strings, objects) but only when one of its outputs is enabled.
 import { createRequire } from 'node:module';
 import type { QueryObserver } from './finish.js';
-import type { QueryContext } from './context.js';
+import { isStream, type QueryContext } from './context.js';
 import { qnameString, RCODE_NAMES } from '../dns/wire.js';
 import { qtypeName } from '../metrics/counters.js';
 import { QueryLog, summarizeAnswers, type QueryLogEntry } from '../log/query-log.js';
@@ -28,7 +28,7 @@ export class AuditObserver implements QueryObserver {
       this.top!.names.add(qname);
     }
     if (this.tap) {
-      const proto = ctx.responder.transport === 'tcp' ? 'tcp' : 'udp';
+      const proto = isStream(ctx.responder.transport) ? 'tcp' : 'udp';
       const q = ctx.buf.subarray(0, ctx.len);
       const a = wire.subarray(off, off + len);
       this.tap.clientQuery(ctx.wallStarted, where.family, proto, where.client, where.clientPort, where.server, where.serverPort, q);

@@ -2,7 +2,10 @@
 // steady-state traffic allocates none. The pool size is the bound on queries held at once.
 import { ParsedQuery } from '../dns/wire.js';
 
-export type Transport = 'udp' | 'tcp' | 'plain';
+export type Transport = 'udp' | 'tcp' | 'plain' | 'dot' | 'doh';
+
+/** Transports where a query waits on a connection: never dropped silently, answers up to 64 KiB. */
+export function isStream(t: Transport | string): boolean { return t === 'tcp' || t === 'dot' || t === 'doh'; }
 export type CacheStatus = 'none' | 'hit' | 'miss' | 'stale';
 
 /** Where an answer goes. UDP listeners copy it into a tx slot; TCP connections frame it. */

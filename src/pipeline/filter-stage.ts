@@ -4,7 +4,7 @@
 // leave the chain here for their own upstream (so they are not cached: their answers depend on a
 // different resolver than the cache's).
 import type { Stage, Next } from './chain.js';
-import type { QueryContext } from './context.js';
+import { isStream, type QueryContext } from './context.js';
 import { qnameString } from '../dns/wire.js';
 import { syncScratch } from './scratch.js';
 import type { FilterManager } from '../filter/manager.js';
@@ -84,7 +84,7 @@ export class CnameInspectStage implements Stage {
 
 function groupOf(ctx: QueryContext, eng: FilterManager['engine']): number {
   if (eng.groupCount === 0) return 0;
-  if (ctx.responder.transport === 'tcp') return eng.groupOfIp((ctx.conn as { clientIp: string }).clientIp);
+  if (isStream(ctx.responder.transport)) return eng.groupOfIp((ctx.conn as { clientIp: string }).clientIp);
   // Raw source bytes from the native metadata (family at int 1, address at byte 32): no string.
   return eng.groupOf(ctx.meta[1] === 6 ? 6 : 4, ctx.metaBytes, 32);
 }

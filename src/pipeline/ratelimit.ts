@@ -25,7 +25,7 @@ import crypto from 'node:crypto';
 import net from 'node:net';
 import { readQuery, ReadStatus, writeHeaderOnlyReply, Rcode } from '../dns/wire.js';
 import type { Stage, Next } from './chain.js';
-import type { QueryContext } from './context.js';
+import { isStream, type QueryContext } from './context.js';
 
 export interface LimitsConfig {
   /** Sustained queries per second per client (or per IPv6 prefix). */
@@ -141,7 +141,7 @@ export class RateLimitStage implements Stage {
       } else {
         ok = this.take(4, m[M_SRC_ADDR] & this.mask4, 0, 0, 0);
       }
-    } else if (tr === 'tcp' && ctx.conn !== null && typeof ctx.conn === 'object') {
+    } else if (isStream(tr) && ctx.conn !== null && typeof ctx.conn === 'object') {
       const k = this.tcpKey(ctx.conn as ConnLike);
       ok = k[0] === 0 ? true : this.take(k[0], k[1], k[2], k[3], k[4]);
     } else {
@@ -150,10 +150,10 @@ export class RateLimitStage implements Stage {
     }
     if (ok) { next(ctx); return; }
     this.limited++;
-    if (tr === 'tcp' || this.respondsRefused) {
+    if (isStream(tr) || this.respondsRefused) {
       const q = ctx.q;
       if (readQuery(ctx.buf, 0, ctx.len, q) === ReadStatus.OK) {
-        ctx.maxReply = tr === 'tcp' ? 65535 : 512;
+        ctx.maxReply = isStream(tr) ? 65535 : 512;
         const n = writeHeaderOnlyReply(ctx.buf, 0, q, Rcode.REFUSED, refusedScratch, 0);
         ctx.setAnswer(refusedScratch, 0, n);
         this.refused++;
@@ -161,7 +161,7 @@ export class RateLimitStage implements Stage {
         return;
       }
       // Over TCP, let validation answer what does not parse (a silent drop would stall the connection).
-      if (tr === 'tcp') { next(ctx); return; }
+      if (isStream(tr)) { next(ctx); return; }
     }
     this.dropped++;
     this.drop(ctx);

@@ -2,7 +2,7 @@
 // malformed input is counted and answered (FORMERR, NOTIMP, BADVERS) or dropped.
 import { readQuery, ReadStatus, writeHeaderOnlyReply, Rcode, SERVER_UDP_SIZE } from '../dns/wire.js';
 import type { Stage, Next } from './chain.js';
-import type { QueryContext } from './context.js';
+import { isStream, type QueryContext } from './context.js';
 import { syncScratch } from './scratch.js';
 
 export class ValidateStage implements Stage {
@@ -18,7 +18,7 @@ export class ValidateStage implements Stage {
   query(ctx: QueryContext, next: Next): void {
     const q = ctx.q;
     const st = readQuery(ctx.buf, 0, ctx.len, q);
-    if (ctx.responder.transport === 'tcp') ctx.maxReply = 65535;
+    if (isStream(ctx.responder.transport)) ctx.maxReply = 65535;
     else ctx.maxReply = q.hasOpt ? Math.min(q.udpSize, this.serverUdpMax) : 512;
     if (st === ReadStatus.OK) { next(ctx); return; }
     if (st === ReadStatus.DROP) { this.dropped++; this.drop(ctx); return; }
