@@ -10,6 +10,7 @@ import { syncScratch } from './scratch.js';
 import type { FilterManager } from '../filter/manager.js';
 import { writeBlockedAnswer, writeLocalAnswer } from '../filter/wire.js';
 import type { Decision } from '../filter/types.js';
+import { RuntimeOverrides, Verdict, type OverrideRule } from '../filter/overrides.js';
 
 /** Whatever can take a query off the chain for a forward zone (a ForwardStage on its own upstream). */
 export interface ZoneForwarder { query(ctx: QueryContext, next: Next): void }
@@ -21,6 +22,8 @@ export class FilterStage implements Stage {
   forwarded = 0;
   /** Set once the manager has loaded its lists (server start), before any listener opens. */
   manager: FilterManager | null = null;
+  /** Runtime rules and pauses (the HTTP API); the server swaps in the persistent instance at start. */
+  overrides = new RuntimeOverrides();
 
   constructor(private readonly respond: (ctx: QueryContext) => void,
     private readonly zoneForwarder: (upstream: string) => ZoneForwarder) {}
@@ -32,7 +35,13 @@ export class FilterStage implements Stage {
     ctx.group = groupOf(ctx, eng);
     const q = ctx.q;
     const name = qnameString(ctx.buf, 0, q.qnameEnd);
-    const d = eng.decide(name, q.qtype, ctx.group, eng.needsClientIp ? ctx.responder.describe(ctx).client : undefined);
+    // Runtime rules, pauses and device assignments: one field read per query while there are none.
+    if (this.overrides.hot !== 0) { this.queryOverridden(ctx, next, eng, name); return; }
+    this.apply(ctx, next, eng, eng.decide(name, q.qtype, ctx.group, eng.needsClientIp ? ctx.responder.describe(ctx).client : undefined));
+  }
+
+  private apply(ctx: QueryContext, next: Next, eng: FilterManager['engine'], d: Decision | null): void {
+    const q = ctx.q;
     if (d === null) { next(ctx); return; }
     if (d.kind === 'forward') {
       this.forwarded++;
@@ -48,6 +57,50 @@ export class FilterStage implements Stage {
     ctx.setAnswer(syncScratch, 0, n);
     this.respond(ctx);
   }
+
+  /** The slow path while overrides exist: an assigned group first, then allow/block rules, then pause. */
+  private queryOverridden(ctx: QueryContext, next: Next, eng: FilterManager['engine'], name: string): void {
+    const ov = this.overrides;
+    if (ov.hasAssignments) {
+      const g = isStream(ctx.responder.transport)
+        ? ov.assignedGroupOfIp(eng, (ctx.conn as { clientIp: string }).clientIp)
+        : ov.assignedGroup(eng, ctx.meta[1] === 6 ? 6 : 4, ctx.metaBytes, 32);
+      if (g >= 0) ctx.group = g;
+    }
+    const group = eng.groupName(ctx.group);
+    const v = ov.verdict(name, group);
+    const paused = ov.paused(group);
+    const q = ctx.q;
+    if (v === Verdict.Block && !paused) {
+      const rule = ov.lastRule!;
+      const n = writeBlockedAnswer(ctx.buf, 0, ctx.len, q.questionEnd, q.qtype, q.hasOpt, q.doBit, ov.blockDecision(eng, ctx.group, name), syncScratch, 0);
+      if (n >= 0) {
+        ov.blockedByRule++;
+        this.blocked++;
+        ctx.decision = { kind: 'block', list: 'runtime', rule: ruleText(rule), group };
+        ctx.setAnswer(syncScratch, 0, n);
+        this.respond(ctx);
+        return;
+      }
+    }
+    let d = eng.decide(name, q.qtype, ctx.group, eng.needsClientIp ? ctx.responder.describe(ctx).client : undefined);
+    if (d !== null && d.kind === 'block') {
+      if (v === Verdict.Allow) { ov.allowedByRule++; d = null; } else if (paused) { ov.pausedSkips++; d = null; }
+    }
+    this.apply(ctx, next, eng, d);
+  }
+
+  /** True when an allow rule or a pause keeps CNAME inspection from blocking this answer. */
+  cnameExempt(ctx: QueryContext, eng: FilterManager['engine']): boolean {
+    const ov = this.overrides;
+    const group = eng.groupName(ctx.group);
+    if (ov.paused(group)) return true;
+    return ov.verdict(qnameString(ctx.buf, 0, ctx.q.qnameEnd), group) === Verdict.Allow;
+  }
+}
+
+function ruleText(r: OverrideRule): string {
+  return `${r.action} ${r.name}${r.group !== undefined ? ` (group ${r.group})` : ''} #${r.id}`;
 }
 
 /**
@@ -70,6 +123,7 @@ export class CnameInspectStage implements Stage {
     // ANCOUNT < 2 cannot hold a CNAME plus its target.
     if (((a[ctx.ansOff + 6] << 8) | a[ctx.ansOff + 7]) < 2) return;
     const eng = m.engine;
+    if (this.filter.overrides.hot !== 0 && this.filter.cnameExempt(ctx, eng)) return;
     const d = eng.inspectAnswer(a.subarray(ctx.ansOff, ctx.ansOff + ctx.ansLen), ctx.ansLen, ctx.group);
     if (d === null || d.kind !== 'block') return;
     const q = ctx.q;
