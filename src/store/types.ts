@@ -17,7 +17,8 @@ export interface QueryRecord {
   /** Original destination the client sent the query to (TPROXY) or our listener address. */
   server: string;
   serverPort: number;
-  transport: 'udp' | 'tcp' | 'plain';
+  /** How the client reached us: 'udp' | 'tcp' (transparent), 'plain', 'dot', 'doh', ... */
+  transport: string;
   qname: string;
   /** Mnemonic (A, AAAA, ...) or TYPEnnn. */
   qtype: string;
