@@ -1,0 +1,60 @@
+// Lists: the filter's block and allow lists (GET /api/v1/lists); add by URL or path, enable or
+// disable, refresh now; size, last refresh and last error per list.
+import { html, useState, useApi, api, listOf, fmtAgo, fmtNum, toMs } from '../lib.js';
+
+export function Lists() {
+  const { data, error, loading, reload } = useApi('lists', [], { every: 30_000 });
+  const lists = listOf(data, 'lists');
+  const [msg, setMsg] = useState(null);
+  const run = async (what, fn) => {
+    setMsg(null);
+    try { await fn(); setMsg({ text: what }); } catch (e) { if (e.status !== 401) setMsg({ text: `${what} failed: ${e.message}`, error: true }); }
+    reload();
+  };
+  const add = (e) => {
+    e.preventDefault();
+    const form = e.currentTarget;
+    const d = new FormData(form);
+    const source = String(d.get('source') || '').trim();
+    if (!source) return;
+    const body = /^https?:\/\//i.test(source) ? { url: source } : { path: source };
+    const kind = String(d.get('kind') || 'block');
+    if (kind === 'allow') body.allow = true;
+    run(`Added ${source}`, async () => { await api('lists', { method: 'POST', body }); form.reset(); });
+  };
+  const idOf = (l) => encodeURIComponent(l.id ?? l.name ?? l.url ?? l.path);
+  return html`
+    <h1>Lists</h1>
+    <form class="filters" onSubmit=${add} aria-label="Add a list">
+      <label class="grow">URL or path <input name="source" required placeholder="https://example.org/hosts.txt or /etc/dns-tproxy/block.txt" /></label>
+      <label>Kind <select name="kind"><option value="block">block</option><option value="allow">allow</option></select></label>
+      <button type="submit" class="primary">Add list</button>
+    </form>
+    ${msg ? html`<p class=${msg.error ? 'error' : 'toast'} role="status">${msg.text}</p>` : null}
+    ${error ? html`<p class="error" role="alert">${error}</p>` : null}
+    <div class="table-wrap" role="region" aria-label="Lists" tabindex="0">
+      <table class="grid cards">
+        <caption class="sr-only">Block and allow lists</caption>
+        <thead><tr><th scope="col">List</th><th scope="col">Enabled</th><th scope="col">Entries</th><th scope="col">Last refresh</th>
+          <th scope="col">Last error</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
+        <tbody>${lists.map((l) => {
+          const name = l.name ?? l.url ?? l.path ?? l.id;
+          const enabled = l.enabled !== false;
+          const err = l.lastError ?? l.error;
+          return html`<tr key=${l.id ?? name} class=${err ? 'has-error' : ''}>
+            <td class="wrap" data-label="List"><strong>${name}</strong>${l.url && l.url !== name ? html`<div class="small muted">${l.url}</div>` : l.path && l.path !== name ? html`<div class="small muted">${l.path}</div>` : null}
+              ${l.allow || l.kind === 'allow' ? html` <span class="chip">allow</span>` : null}</td>
+            <td data-label="Enabled"><label class="inline"><input type="checkbox" checked=${enabled}
+              onChange=${(e) => run(`${e.currentTarget.checked ? 'Enabled' : 'Disabled'} ${name}`, () => api(`lists/${idOf(l)}`, { method: 'PATCH', body: { enabled: e.currentTarget.checked } }))} />
+              <span class="sr-only">Enabled: ${name}</span></label></td>
+            <td class="num" data-label="Entries">${fmtNum(l.size ?? l.entries ?? l.rules)}</td>
+            <td data-label="Last refresh">${fmtAgo(toMs(l.lastRefresh ?? l.refreshedAt ?? l.loadedAt))}</td>
+            <td class="wrap error-text" data-label="Last error">${err || '—'}</td>
+            <td data-label="Actions"><button type="button" data-action="refresh" aria-label=${`Refresh ${name} now`}
+              onClick=${() => run(`Refreshed ${name}`, () => api(`lists/${idOf(l)}/refresh`, { method: 'POST' }))}>Refresh now</button></td>
+          </tr>`;
+        })}
+        ${!loading && !lists.length ? html`<tr><td colspan="6" class="muted">No lists configured.</td></tr>` : null}</tbody>
+      </table>
+    </div>`;
+}

@@ -1,0 +1,100 @@
+// Overview: problems first (a list failing to refresh, an upstream down, bypass attempts), then
+// rates over the chosen window (GET /api/v1/stats), top devices / names / blocked names, and
+// upstream health (GET /api/v1/health).
+import { html, useState, useMemo, useApi, listOf, fmtNum, fmtPct, fmtMs, fmtAgo, navigate, toMs } from '../lib.js';
+import { Chart } from '../chart.js';
+
+const WINDOWS = [['1h', 3_600_000], ['6h', 21_600_000], ['24h', 86_400_000], ['7d', 604_800_000]];
+
+/** Everything the admin should act on, from the health document; tolerant of missing parts. */
+export function problemsOf(health) {
+  const out = [];
+  if (!health || typeof health !== 'object') return out;
+  for (const l of listOf(health.lists, 'lists')) {
+    const err = l.lastError ?? l.error;
+    if (err) out.push({ key: `list:${l.name ?? l.url ?? l.path}`, text: `List ${l.name ?? l.url ?? l.path} failed to refresh: ${err}`, href: '/lists' });
+  }
+  for (const u of listOf(health.upstreams, 'upstreams')) {
+    const up = u.healthy ?? u.up ?? (u.state ? u.state === 'up' || u.state === 'healthy' : true);
+    if (!up) out.push({ key: `up:${u.url ?? u.name}`, text: `Upstream ${u.name ?? u.url} is down${u.lastError ? `: ${u.lastError}` : ''}`, href: '/' });
+  }
+  const bypass = health.bypass ?? health.bypassAttempts;
+  const bypassCount = typeof bypass === 'number' ? bypass : bypass?.count ?? bypass?.attempts ?? 0;
+  if (bypassCount > 0) out.push({ key: 'bypass', text: `${fmtNum(bypassCount)} bypass attempts${bypass?.lastClient ? `, last from ${bypass.lastClient}` : ''}`, href: '/queries?result=bypass' });
+  for (const p of listOf(health.problems, 'problems')) out.push({ key: `p:${p.text ?? p.message ?? p}`, text: p.text ?? p.message ?? String(p) });
+  return out;
+}
+
+function Top({ title, entries, onPick }) {
+  return html`<section class="card" aria-labelledby=${`t-${title}`}>
+    <h2 id=${`t-${title}`}>${title}</h2>
+    <ol class="top">${entries.map((e) => html`<li key=${e.key}><a href="#" onClick=${(ev) => { ev.preventDefault(); onPick(e); }}>${e.name ? html`${e.name} <span class="muted small">${e.key}</span>` : e.key}</a><span class="num">${fmtNum(e.count)}</span></li>`)}
+      ${!entries.length ? html`<li class="muted">nothing yet</li>` : null}</ol>
+  </section>`;
+}
+
+export function Overview() {
+  const [win, setWin] = useState('1h');
+  const span = WINDOWS.find((w) => w[0] === win)[1];
+  const [now] = useState(() => Date.now());
+  const to = Math.ceil(now / 60_000) * 60_000;
+  const stats = useApi(`stats?from=${to - span}&to=${to}&step=${Math.max(60_000, Math.round(span / 120 / 60_000) * 60_000)}`, [win], { every: 30_000 });
+  const health = useApi('health', [], { every: 15_000 });
+  const s = stats.data;
+  const series = useMemo(() => {
+    const pts = s?.series ?? [];
+    const step = (s?.step ?? 60_000) / 1000;
+    const t = pts.map((p) => toMs(p.time) / 1000);
+    const upstreamMs = pts.map((p) => p.upstreamLatencyMs ?? p.upstreamMs ?? p.latencyMs ?? null);
+    return {
+      t,
+      qps: pts.map((p) => p.total / step),
+      blocked: pts.map((p) => (p.total ? (100 * p.blocked) / p.total : null)),
+      cache: pts.map((p) => (p.total ? (100 * p.cacheHits) / p.total : null)),
+      upstreamMs, hasLatency: upstreamMs.some((v) => v != null),
+    };
+  }, [s]);
+  const problems = problemsOf(health.data);
+  const upstreams = listOf(health.data?.upstreams, 'upstreams');
+  return html`
+    ${problems.length ? html`<section class="problems" role="alert" aria-label="Problems">
+        <h2>Needs attention</h2>
+        <ul>${problems.map((p) => html`<li key=${p.key}>${p.href ? html`<a href=${p.href} onClick=${(e) => { e.preventDefault(); navigate(p.href); }}>${p.text}</a>` : p.text}</li>`)}</ul>
+      </section>` : null}
+    <div class="head-row">
+      <h1>Overview</h1>
+      <label class="inline">Window <select value=${win} onChange=${(e) => setWin(e.currentTarget.value)} name="window">
+        ${WINDOWS.map(([k]) => html`<option value=${k}>last ${k}</option>`)}</select></label>
+    </div>
+    ${stats.error ? html`<p class="error" role="alert">${stats.error}</p>` : null}
+    <dl class="kpis" aria-label="Totals over the window">
+      <div><dt>Queries</dt><dd data-testid="kpi-total">${s ? fmtNum(s.total) : '…'}</dd></div>
+      <div><dt>Blocked</dt><dd>${s ? fmtPct(s.blocked, s.total) : '…'}</dd></div>
+      <div><dt>Cache hits</dt><dd>${s ? fmtPct(s.cacheHits, s.total) : '…'}</dd></div>
+      <div><dt>Dropped</dt><dd>${s ? fmtNum(s.dropped) : '…'}</dd></div>
+    </dl>
+    <div class="charts">
+      <${Chart} title="Queries per second" times=${series.t} values=${series.qps} unit="" />
+      <${Chart} title="Blocked %" times=${series.t} values=${series.blocked} unit="%" color="#dc2626" />
+      <${Chart} title="Cache hit %" times=${series.t} values=${series.cache} unit="%" color="#16a34a" />
+      ${series.hasLatency ? html`<${Chart} title="Upstream latency" times=${series.t} values=${series.upstreamMs} unit=" ms" color="#9333ea" />` : null}
+    </div>
+    <div class="tops">
+      <${Top} title="Top devices" entries=${s?.topClients ?? []} onPick=${(e) => navigate(`/queries?client=${encodeURIComponent(e.name || e.key)}`)} />
+      <${Top} title="Top names" entries=${s?.topNames ?? []} onPick=${(e) => navigate(`/queries?name=${encodeURIComponent(e.key)}`)} />
+      <${Top} title="Top blocked names" entries=${s?.topBlocked ?? []} onPick=${(e) => navigate(`/queries?name=${encodeURIComponent(e.key)}&result=blocked`)} />
+    </div>
+    <section class="card" aria-labelledby="up-title">
+      <h2 id="up-title">Upstreams</h2>
+      <div class="table-wrap"><table class="grid">
+        <thead><tr><th scope="col">Upstream</th><th scope="col">State</th><th scope="col">Latency</th><th scope="col">Last failure</th></tr></thead>
+        <tbody>${upstreams.map((u) => {
+          const up = u.healthy ?? u.up ?? (u.state ? u.state === 'up' || u.state === 'healthy' : true);
+          return html`<tr key=${u.url ?? u.name}><td class="wrap">${u.name ?? u.url}</td>
+            <td><span class=${`badge ${up ? 'b-cache' : 'b-blocked'}`}>${u.state ?? (up ? 'up' : 'down')}</span></td>
+            <td class="num">${fmtMs(u.latencyMs ?? u.ewmaMs ?? u.rttMs)}</td><td>${u.lastFailure ? fmtAgo(toMs(u.lastFailure)) : '—'}</td></tr>`;
+        })}
+        ${!upstreams.length ? html`<tr><td colspan="4" class="muted">${health.error ? `health unavailable: ${health.error}` : 'no upstream data'}</td></tr>` : null}</tbody>
+      </table></div>
+    </section>`;
+}
