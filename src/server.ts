@@ -18,6 +18,8 @@ import { UpstreamPool } from './upstream/pool.js';
 import { UdpListener } from './listen/udp.js';
 import { TcpListener } from './listen/tcp.js';
 import { ClientAcl } from './listen/acl.js';
+import { IngressAcl } from './network/ingress.js';
+import { resolveNetworkConfig, type NetworkConfig } from './network/config.js';
 import { startHttp } from './metrics/http.js';
 import { registerServerMetrics } from './metrics/server-metrics.js';
 import { ListenError } from './errors.js';
@@ -72,6 +74,8 @@ export class DnsServer {
   readonly chain: Chain;
   readonly udp: UdpListener[] = [];
   readonly tcp: TcpListener[] = [];
+  /** The transparent listeners' ingress ACL (LAN side only; #15.3), null without transparent listeners. */
+  ingressAcl: IngressAcl | null = null;
   readonly registry = new Registry();
   private http: http.Server | null = null;
   private readonly ref = new ChainRef();
@@ -164,12 +168,19 @@ export class DnsServer {
       this.filterStage.manager = await FilterManager.create(fcfg, { stateDir: cfg.stateDir, baseDir: cfg.baseDir, log: (level, msg, fields) => this.log(level, msg, fields as Record<string, unknown>) });
     }
     const plainAcl = new ClientAcl(cfg.listen.plainAllow);
+    if (cfg.listen.tproxy.udp || cfg.listen.tproxy.tcp) {
+      this.ingressAcl = new IngressAcl(resolveNetworkConfig(cfg.network as NetworkConfig | undefined),
+        (e) => this.log('warn', 'cannot read interfaces and routes for the ingress ACL; keeping the last list', { error: e.message }));
+      await this.ingressAcl.refresh();
+      this.ingressAcl.start();
+    }
+    const tproxyAcl = this.ingressAcl?.acl ?? null;
     try {
       const reusePort = this.role.reusePort;
-      if (cfg.listen.tproxy.udp) this.udp.push(new UdpListener('tproxy-udp', { address: cfg.listen.tproxy.udp, transparent: true, reusePort }, this.chain, this.pool));
+      if (cfg.listen.tproxy.udp) this.udp.push(new UdpListener('tproxy-udp', { address: cfg.listen.tproxy.udp, transparent: true, acl: tproxyAcl, reusePort }, this.chain, this.pool));
       for (const a of cfg.listen.plain) this.udp.push(new UdpListener(`plain-udp ${a}`, { address: a, transparent: false, acl: plainAcl, reusePort }, this.chain, this.pool));
       if (cfg.listen.tproxy.tcp && this.role.tcp) {
-        const l = new TcpListener('tproxy-tcp', cfg.listen.tproxy.tcp, true, cfg.listen.tcp, this.chain, this.pool);
+        const l = new TcpListener('tproxy-tcp', cfg.listen.tproxy.tcp, true, cfg.listen.tcp, this.chain, this.pool, tproxyAcl);
         await l.listen();
         this.tcp.push(l);
       }
@@ -246,6 +257,11 @@ export class DnsServer {
     this.forward = forward;
     this.upstreams = pool;
     this.config = next;
+    if (this.ingressAcl) {
+      try { void this.ingressAcl.refresh(resolveNetworkConfig(next.network as NetworkConfig | undefined)); } catch (e) {
+        this.log('error', 'network config rejected; the ingress ACL keeps the previous one', { error: (e as Error).message });
+      }
+    }
     this.reloads++;
     const retire = setInterval(() => { if (oldForward.inflight <= 0) { clearInterval(retire); old.close(); } }, 200);
     retire.unref();
@@ -263,6 +279,7 @@ export class DnsServer {
 
   async close(): Promise<void> {
     if (this.heapTrimTimer) clearInterval(this.heapTrimTimer);
+    this.ingressAcl?.close();
     for (const u of this.udp) u.close();
     await Promise.all(this.tcp.map((t) => t.close()));
     this.upstreams.close();

@@ -1,20 +1,65 @@
-// Source-address ACL for the plain listener, so it is never an open resolver. Checked on raw bytes.
+// Source-address ACL for the listeners: the plain listener's (`listen.plainAllow`) and the transparent
+// listeners' ingress ACL (derived from the LAN side, src/network/ingress.ts), so neither is an open
+// resolver. The UDP hot path checks the client address straight from the native metadata words: each
+// prefix is kept as (network, mask) in 32-bit words with the same byte order as those words, so a
+// check is one AND and one compare per word with no decoding and no allocation.
 import net from 'node:net';
 
 interface Prefix { family: 4 | 6; bytes: Uint8Array; bits: number }
 
 export class ClientAcl {
-  private readonly prefixes: Prefix[];
+  /** IPv4 prefixes: [net, mask] pairs. */
+  private v4 = new Int32Array(0);
+  /** IPv6 prefixes: 4 network words then 4 mask words each. */
+  private v6 = new Int32Array(0);
+  private texts: string[] = [];
+
   constructor(cidrs: readonly string[]) {
-    this.prefixes = cidrs.map(parseCidr);
+    this.replace(cidrs);
   }
 
-  allows(family: number, buf: Uint8Array, off: number): boolean {
-    for (const p of this.prefixes) {
-      if (p.family !== family) continue;
-      if (prefixMatch(p, buf, off)) return true;
+  /** Swap in a new prefix list (validated first: a bad entry throws and leaves the old list). */
+  replace(cidrs: readonly string[]): void {
+    const prefixes = cidrs.map(parseCidr);
+    const v4 = prefixes.filter((p) => p.family === 4);
+    const v6 = prefixes.filter((p) => p.family === 6);
+    const words4 = new Int32Array(v4.length * 2);
+    v4.forEach((p, i) => { const [n, m] = toWords(p); words4[i * 2] = n[0]; words4[i * 2 + 1] = m[0]; });
+    const words6 = new Int32Array(v6.length * 8);
+    v6.forEach((p, i) => { const [n, m] = toWords(p); words6.set(n, i * 8); words6.set(m, i * 8 + 4); });
+    this.v4 = words4;
+    this.v6 = words6;
+    this.texts = [...cidrs];
+  }
+
+  /** The prefixes in effect, as given. */
+  get cidrs(): readonly string[] { return this.texts; }
+
+  /**
+   * `words[at..]` holds the address in host byte order words, as the native metadata does (4 bytes
+   * for IPv4, 16 for IPv6).
+   */
+  allowsWords(family: number, words: Int32Array, at: number): boolean {
+    if (family === 4) {
+      const a = words[at];
+      const t = this.v4;
+      for (let i = 0; i < t.length; i += 2) if ((a & t[i + 1]) === t[i]) return true;
+      return false;
+    }
+    const t = this.v6;
+    const a0 = words[at], a1 = words[at + 1], a2 = words[at + 2], a3 = words[at + 3];
+    for (let i = 0; i < t.length; i += 8) {
+      if ((a0 & t[i + 4]) === t[i] && (a1 & t[i + 5]) === t[i + 1] && (a2 & t[i + 6]) === t[i + 2] && (a3 & t[i + 7]) === t[i + 3]) return true;
     }
     return false;
+  }
+
+  /** Address bytes at `buf[off..]` (4 or 16 of them). */
+  allows(family: number, buf: Uint8Array, off: number): boolean {
+    const n = family === 4 ? 4 : 16;
+    const copy = new Uint8Array(16);
+    for (let i = 0; i < n; i++) copy[i] = buf[off + i];
+    return this.allowsWords(family, new Int32Array(copy.buffer), 0);
   }
 
   allowsString(ip: string): boolean {
@@ -26,13 +71,18 @@ export class ClientAcl {
   }
 }
 
-function prefixMatch(p: Prefix, buf: Uint8Array, off: number): boolean {
-  let bits = p.bits;
-  let i = 0;
-  while (bits >= 8) { if (buf[off + i] !== p.bytes[i]) return false; i++; bits -= 8; }
-  if (bits === 0) return true;
-  const mask = (0xff << (8 - bits)) & 0xff;
-  return (buf[off + i] & mask) === (p.bytes[i] & mask);
+/** Network and mask of a prefix as host-order words over the address bytes. */
+function toWords(p: Prefix): [Int32Array, Int32Array] {
+  const len = p.family === 4 ? 4 : 16;
+  const netBytes = new Uint8Array(len);
+  const maskBytes = new Uint8Array(len);
+  for (let i = 0; i < len; i++) {
+    const bits = Math.max(0, Math.min(8, p.bits - i * 8));
+    const m = bits === 0 ? 0 : (0xff << (8 - bits)) & 0xff;
+    maskBytes[i] = m;
+    netBytes[i] = p.bytes[i] & m;
+  }
+  return [new Int32Array(netBytes.buffer), new Int32Array(maskBytes.buffer)];
 }
 
 export function parseCidr(s: string): Prefix {
@@ -41,7 +91,7 @@ export function parseCidr(s: string): Prefix {
   if (fam === 0) throw new Error(`"${s}" is not an IP prefix`);
   const max = fam === 4 ? 32 : 128;
   const bits = len === undefined ? max : Number(len);
-  if (!Number.isInteger(bits) || bits < 0 || bits > max) throw new Error(`"${s}" has a bad prefix length`);
+  if (!/^\d{1,3}$/.test(len ?? String(max)) || !Number.isInteger(bits) || bits < 0 || bits > max) throw new Error(`"${s}" has a bad prefix length`);
   return { family: fam as 4 | 6, bytes: ipToBytes(ip), bits };
 }
 

@@ -12,7 +12,7 @@ export interface UdpListenerOptions {
   address: string;
   transparent: boolean;
   reusePort?: boolean;
-  /** Queries from sources outside this ACL are dropped (plain listeners only). */
+  /** Queries from sources outside this ACL are dropped without a reply (counted in droppedAcl). */
   acl?: ClientAcl | null;
 }
 
@@ -41,6 +41,7 @@ export class UdpListener implements Responder {
   private readonly flushLater = () => { this.flushScheduled = false; this.flush(); };
   /** Datagrams refused because every context was busy (the in-flight bound). */
   droppedBusy = 0;
+  /** Datagrams from sources outside the ACL: dropped without a reply (dropped_total{reason="acl"}). */
   droppedAcl = 0;
   /** Datagrams that arrived after SIGTERM, while in-flight queries were being answered. */
   droppedDraining = 0;
@@ -64,7 +65,7 @@ export class UdpListener implements Responder {
     this.txMeta = s.txMeta;
     this.acl = opts.acl ?? null;
   }
-  private readonly acl: ClientAcl | null;
+  readonly acl: ClientAcl | null;
 
   /** SIGTERM: answer what is in flight, take nothing new (the socket stays open to send those answers). */
   stopAccepting(): void { this.draining = true; }
@@ -77,7 +78,7 @@ export class UdpListener implements Responder {
     const meta = this.rxMeta;
     for (let i = 0; i < count; i++) {
       const m = i * META_STRIDE;
-      if (this.acl !== null && !this.acl.allows(meta[m + M_FAMILY], this.rxMetaBytes, (m + M_SRC_ADDR) * 4)) { this.droppedAcl++; continue; }
+      if (this.acl !== null && !this.acl.allowsWords(meta[m + M_FAMILY], meta, m + M_SRC_ADDR)) { this.droppedAcl++; continue; }
       const ctx = this.pool.acquire();
       if (ctx === null) { this.droppedBusy++; continue; }
       ctx.responder = this;

@@ -13,6 +13,7 @@ import {
   networkShow,
   networkUp,
   NetworkConfigError,
+  readIngress,
   resolveNetworkConfig,
   type ListenPorts,
   type NetworkConfig,
@@ -54,7 +55,7 @@ export async function upForRun(cfg: Config, log: LogFn): Promise<void> {
   const ports = portsFrom(cfg);
   const { found } = await cleanupStale(n);
   if (found.length) log('warn', 'removed stale network state left by a previous run', { found });
-  await networkUp(n, ports);
+  const ingress = await networkUp(n, ports);
   const r = resolveNetworkConfig(n);
   log('info', 'network up', {
     table: `inet ${r.table}`,
@@ -64,6 +65,9 @@ export async function upForRun(cfg: Config, log: LogFn): Promise<void> {
     tcpPort: ports.tcpPort,
     failMode: r.failMode,
     local: r.local,
+    interceptOn: ingress.lanInterfaces,
+    notIntercepted: ingress.wanInterfaces,
+    ...(ingress.note ? { note: ingress.note } : {}),
   });
 }
 
@@ -95,9 +99,11 @@ export async function networkCommand(sub: string | undefined, cfg: Config): Prom
       process.stdout.write(r.text);
       return r.ok ? 0 : 1;
     }
-    case 'rules':
-      process.stdout.write(networkRuleset(n, portsFrom(cfg)));
+    case 'rules': {
+      const ingress = await readIngress(resolveNetworkConfig(n));
+      process.stdout.write(networkRuleset(n, portsFrom(cfg), ingress.wanInterfaces));
       return 0;
+    }
     default:
       process.stderr.write('usage: dns-tproxy network up|down|show|rules --config FILE\n');
       return 2;

@@ -33,6 +33,8 @@ export interface NetworkConfig {
   rulePriority?: number;
   /** ingress interfaces to intercept on; empty = every interface except lo. `eth*` wildcards allowed */
   interfaces?: string[];
+  /** extra client ranges the transparent listeners admit besides the derived LAN side (routed sub-LANs) */
+  clientRanges?: string[];
   /** client source filter (transit traffic only). include empty = all sources */
   sources?: { include?: string[]; exclude?: string[] };
   /** destinations never intercepted; interceptGateway: also intercept DNS aimed at the gateway's own addresses */
@@ -63,6 +65,7 @@ export interface ResolvedNetworkConfig {
   routeTable: number;
   rulePriority: number;
   interfaces: string[];
+  clientRanges: Cidr[];
   sources: { include: Cidr[]; exclude: Cidr[] };
   destinations: { exclude: Cidr[]; interceptGateway: boolean };
   ipv6: boolean;
@@ -142,8 +145,12 @@ export const networkSchema = {
       type: 'array',
       items: { type: 'string', pattern: IFACE_RE },
       default: [],
-      description: 'Ingress interfaces to intercept on (e.g. ["br-lan"], "wg*" allowed). Empty = all except lo.',
+      description:
+        'Ingress interfaces to intercept on (e.g. ["br-lan"], "wg*" allowed). Empty = derived: every interface except lo and those carrying a default route (the WAN side).',
     },
+    clientRanges: cidrList(
+      'Client ranges the transparent listeners admit besides the on-link prefixes of the intercepting interfaces and the private, ULA and link-local ranges (e.g. routed sub-LANs). Queries from other sources are dropped without a reply.',
+    ),
     sources: {
       type: 'object',
       additionalProperties: false,
@@ -301,6 +308,7 @@ export function resolveNetworkConfig(cfg: NetworkConfig | undefined | null): Res
     routeTable: parseInt32(c.routeTable, 'routeTable', DEFAULTS.routeTable, 1, 0xfffffffe),
     rulePriority: parseInt32(c.rulePriority, 'rulePriority', DEFAULTS.rulePriority, 1, 32765),
     interfaces: parseList(c.interfaces, 'interfaces', (v, i) => pattern(v, `interfaces[${i}]`, IFACE_RE)),
+    clientRanges: cidrs(c.clientRanges, 'clientRanges'),
     sources: { include: cidrs(sources.include, 'sources.include'), exclude: cidrs(sources.exclude, 'sources.exclude') },
     destinations: {
       exclude: cidrs(destinations.exclude, 'destinations.exclude'),

@@ -21,21 +21,27 @@ import { CommandError, NFT, run, runOk } from './exec.js';
 import { renderDelete, renderRuleset } from './ruleset.js';
 import { ensureRoute, ensureRule, findRoute, findRules, removeRoute, removeRule, type Family } from './routing.js';
 import { formatChecks, listTable, listening, nftCheck, ruleText, type Check } from './show.js';
+import { aclCidrs, deriveIngress, describeIngress, readIngress, BUILTIN_CLIENT_RANGES, type Ingress } from './ingress.js';
 
 export { networkSchema, resolveNetworkConfig, NetworkConfigError, CommandError, DEFAULTS, renderRuleset };
-export type { ListenPorts, NetworkConfig, ResolvedNetworkConfig, FailMode, Check };
+export { aclCidrs, deriveIngress, describeIngress, readIngress, BUILTIN_CLIENT_RANGES };
+export type { ListenPorts, NetworkConfig, ResolvedNetworkConfig, FailMode, Check, Ingress };
 
 const families = (cfg: ResolvedNetworkConfig): Family[] => (cfg.ipv6 ? [4, 6] : [4]);
 
-/** The nft script networkUp would load (for `network show --dry-run`, docs and tests). */
-export function networkRuleset(cfg: NetworkConfig | undefined, ports: ListenPorts): string {
-  return renderRuleset(resolveNetworkConfig(cfg), validatePorts(ports));
+/**
+ * The nft script networkUp would load (for `network rules`, docs and tests). `wanInterfaces`: what
+ * readIngress derived (interfaces carrying a default route), skipped when network.interfaces is empty.
+ */
+export function networkRuleset(cfg: NetworkConfig | undefined, ports: ListenPorts, wanInterfaces: readonly string[] = []): string {
+  return renderRuleset(resolveNetworkConfig(cfg), validatePorts(ports), wanInterfaces);
 }
 
-export async function networkUp(cfg: NetworkConfig | undefined, ports: ListenPorts): Promise<void> {
+export async function networkUp(cfg: NetworkConfig | undefined, ports: ListenPorts): Promise<Ingress> {
   const c = resolveNetworkConfig(cfg);
   const p = validatePorts(ports);
-  const script = renderRuleset(c, p);
+  const ingress = await readIngress(c);
+  const script = renderRuleset(c, p, ingress.wanInterfaces);
   const existed = (await listTable(c.table)) !== undefined;
   try {
     // Routing first, so the moment nft starts marking packets they are deliverable.
@@ -53,6 +59,7 @@ export async function networkUp(cfg: NetworkConfig | undefined, ports: ListenPor
     if (!existed) await downResolved(c).catch(() => []);
     throw err;
   }
+  return ingress;
 }
 
 async function downResolved(c: ResolvedNetworkConfig): Promise<string[]> {
@@ -148,9 +155,15 @@ export async function networkShow(
       detail: tcp.length ? `port ${p.tcpPort} listening (${tcp.join(', ')})` : `nothing listening on tcp port ${p.tcpPort}`,
     });
   }
+  let ingressText: string;
+  try {
+    ingressText = describeIngress(await readIngress(c));
+  } catch (e) {
+    ingressText = `ingress: cannot read interfaces and routes (${(e as Error).message})\n`;
+  }
   const ok = checks.every((x) => x.ok);
   const head =
     `dns-tproxy network: ${ok ? 'OK' : 'NOT OK'} (failMode ${c.failMode}, local ${c.local ? 'on' : 'off'}, ` +
     `ipv6 ${c.ipv6 ? 'on' : 'off'}, tcp ${c.tcp ? 'on' : 'off'})`;
-  return { ok, checks, text: `${head}\n${formatChecks(checks)}\n` };
+  return { ok, checks, text: `${head}\n${formatChecks(checks)}\n${ingressText}` };
 }

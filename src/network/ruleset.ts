@@ -14,6 +14,9 @@ export const hex = (n: number): string => '0x' + (n >>> 0).toString(16);
 
 const FULL = 0xffffffff;
 
+/** Interface names derived from the system (not validated config) must match this to be rendered. */
+export const SAFE_IFNAME = /^[A-Za-z0-9_.@+:-]{1,15}$/;
+
 export function markMatch(cfg: ResolvedNetworkConfig): string {
   return cfg.fwmarkMask === FULL
     ? `meta mark ${hex(cfg.fwmark)}`
@@ -45,7 +48,7 @@ function dnsSelector(cfg: ResolvedNetworkConfig): string {
  * previous version (idempotent: up twice == up once), works on nft versions
  * without `destroy`.
  */
-export function renderRuleset(cfg: ResolvedNetworkConfig, ports: ListenPorts): string {
+export function renderRuleset(cfg: ResolvedNetworkConfig, ports: ListenPorts, wanInterfaces: readonly string[] = []): string {
   const t = cfg.table;
   const by = (list: Cidr[], fam: 4 | 6) => list.filter((c) => c.family === fam);
   const fams: Array<4 | 6> = cfg.ipv6 ? [4, 6] : [4];
@@ -90,6 +93,9 @@ export function renderRuleset(cfg: ResolvedNetworkConfig, ports: ListenPorts): s
   intercept.push('iif "lo" return');
   if (cfg.interfaces.length) {
     intercept.push(`iifname != { ${cfg.interfaces.map((i) => `"${i}"`).join(', ')} } return`);
+  } else if (wanInterfaces.length) {
+    for (const i of wanInterfaces) if (!SAFE_IFNAME.test(i)) throw new Error(`interface name ${JSON.stringify(i)} cannot be put in a ruleset`);
+    intercept.push(`iifname { ${wanInterfaces.map((i) => `"${i}"`).join(', ')} } return comment "carries a default route: the WAN side is never intercepted"`);
   }
   if (!cfg.destinations.interceptGateway) {
     intercept.push(`fib daddr type local return comment "queries to the gateway itself go to the local resolver"`);
