@@ -74,7 +74,7 @@ function Shell({ path, View }) {
       onClick=${(e) => { if (e.button === 0 && !e.ctrlKey && !e.metaKey && !e.shiftKey) { e.preventDefault(); setMenu(false); navigate(v.path); } }}>${v.title}</a>`;
   return html`
     <a class="skip" href="#main">Skip to content</a>
-    <header class="top">
+    <header class="topbar">
       <span class="brand">dns-tproxy</span>
       <button type="button" class="menu" aria-expanded=${menu} aria-controls="nav" onClick=${() => setMenu(!menu)}>Menu</button>
       <nav id="nav" class=${menu ? 'open' : ''} aria-label="Views">${VIEWS.map(link)}</nav>
@@ -97,4 +97,6 @@ function App() {
   return html`<${Shell} key=${v.path} path=${v.path} View=${v.view} />`;
 }
 
-render(html`<${App} />`, document.getElementById('app'));
+const root = document.getElementById('app');
+root.textContent = ''; // the boot message
+render(html`<${App} />`, root);

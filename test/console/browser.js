@@ -1,0 +1,49 @@
+// Headless Debian Chromium through playwright-core, for the console's browser tests: a fresh profile
+// per launch, and every CSP violation, console error and uncaught page error collected per page so a
+// test can assert there were none.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+
+export const CHROMIUM = '/usr/bin/chromium';
+const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync'];
+
+/** Why a browser test cannot run here, or null. */
+export function browserUnavailable() {
+  if (!fs.existsSync(CHROMIUM)) return `${CHROMIUM} missing (Debian package chromium, see .ci/run)`;
+  try { execFileSync(CHROMIUM, ['--version'], { stdio: 'ignore', timeout: 20_000 }); } catch (e) { return `${CHROMIUM} does not run: ${e.message}`; }
+  return null;
+}
+
+/**
+ * A persistent context on a fresh user data dir (removed at teardown). `problems` collects, for all
+ * pages of the context: CSP violations (event and console report), console errors and page errors.
+ */
+export async function openBrowser(t, { viewport = { width: 1280, height: 900 }, colorScheme = 'light', ignore = [] } = {}) {
+  const { chromium } = await import('playwright-core');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'console-chromium-'));
+  const ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: ARGS, viewport, colorScheme });
+  const problems = [];
+  t.teardown(async () => { await ctx.close().catch(() => {}); fs.rmSync(dir, { recursive: true, force: true }); });
+  // Runs before any page script; a CSP violation event bubbles to document.
+  await ctx.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'} (${e.sourceFile}:${e.lineNumber})`);
+    });
+  });
+  const watch = (page) => {
+    page.on('console', (m) => {
+      if (m.type() !== 'error') return;
+      const text = m.text();
+      if (ignore.some((re) => re.test(text))) return;
+      problems.push(`console: ${text}`);
+    });
+    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+  };
+  ctx.on('page', watch);
+  const page = ctx.pages()[0] ?? await ctx.newPage();
+  watch(page);
+  return { ctx, page, problems };
+}
