@@ -32,7 +32,7 @@ export function applyDefaults(raw: Partial<Config>, baseDir: string): Config {
     upstream: {
       timeoutMs: 2000, strategy: 'fastest', maxInflight: 4096, ecs: 'strip', paddingBlock: 128,
       maxStreamsPerConnection: 100, maxConnections: 4, pingIntervalMs: 15000,
-      hedgeMs: 300, failureThreshold: 3, maxBackoffMs: 30000, ...u,
+      hedgeMs: 300, failureThreshold: 3, maxBackoffMs: 30000, plain0x20: true, ...u,
     },
     cache: { enabled: true, ...DEFAULT_CACHE_CONFIG, ...c },
     metrics: { allowNonLoopback: false, ...m },

@@ -65,6 +65,8 @@ export const coreSchema = {
       maxStreamsPerConnection: { type: 'integer', minimum: 1 },
       maxConnections: { type: 'integer', minimum: 1, maximum: 64 },
       pingIntervalMs: ms,
+      /** 0x20 case randomisation on plain-DNS upstreams (answers must echo the case); false for servers that do not. */
+      plain0x20: { type: 'boolean' },
     },
   },
   cache: {

@@ -25,6 +25,8 @@ export interface Config {
     timeoutMs: number; strategy: 'fastest' | 'failover' | 'round-robin' | 'parallel'; maxInflight: number; ecs: 'strip' | 'pass';
     paddingBlock: number; maxStreamsPerConnection: number; maxConnections: number; pingIntervalMs: number;
     hedgeMs: number; failureThreshold: number; maxBackoffMs: number;
+    /** 0x20 case randomisation of plain-DNS upstream queries, checked on the answer. */
+    plain0x20: boolean;
   };
   cache: CacheConfig & { enabled: boolean };
   metrics: { listen?: string; allowNonLoopback: boolean };

@@ -28,7 +28,7 @@ export function createUpstream(u: UpstreamConfig, cfg: Pick<Config, 'upstream'>,
     });
   }
   if (scheme === 'tls') return new DotUpstream({ url: u.url, ca: u.ca, ip: u.ip, bootstrap });
-  if (scheme === 'udp' || scheme === 'tcp') return new PlainDnsUpstream(u.url, { ip: u.ip });
+  if (scheme === 'udp' || scheme === 'tcp') return new PlainDnsUpstream(u.url, { ip: u.ip, use0x20: o.plain0x20 ?? true });
   throw new UpstreamConfigError(`upstream scheme "${scheme}" is not supported: ${u.url}`);
 }
 

@@ -23,6 +23,11 @@ export class UpstreamStats {
   latencySum = 0;
   latencyCount = 0;
   inflight = 0;
+  /** Answers dropped because they did not match a query in flight (address, port, ID, question): spoofing
+   *  attempts or a confused server. */
+  mismatches = 0;
+  /** Of those, the right question in the wrong 0x20 case: a blind guess. */
+  caseMismatches = 0;
 
   error(reason: UpstreamErrorReason): void { this.errors.set(reason, (this.errors.get(reason) ?? 0) + 1); }
 
