@@ -17,6 +17,8 @@ import { BootstrapResolver } from './upstream/bootstrap.js';
 import { UpstreamPool } from './upstream/pool.js';
 import { UdpListener } from './listen/udp.js';
 import { TcpListener } from './listen/tcp.js';
+import { DotListener, TlsCredentials } from './listen/dot.js';
+import { DohListener, registerDohMetrics } from './listen/doh.js';
 import { ClientAcl } from './listen/acl.js';
 import { IngressAcl } from './network/ingress.js';
 import { resolveNetworkConfig, type NetworkConfig } from './network/config.js';
@@ -74,6 +76,10 @@ export class DnsServer {
   readonly chain: Chain;
   readonly udp: UdpListener[] = [];
   readonly tcp: TcpListener[] = [];
+  /** DoH listeners (listen.doh); DoT listeners (listen.dot) are TCP listeners behind TLS and sit in `tcp`. */
+  readonly doh: DohListener[] = [];
+  /** listen.tlsCert/tlsKey, shared by the DoT and DoH listeners; null without either. */
+  tls: TlsCredentials | null = null;
   /** The transparent listeners' ingress ACL (LAN side only; #15.3), null without transparent listeners. */
   ingressAcl: IngressAcl | null = null;
   readonly registry = new Registry();
@@ -189,6 +195,7 @@ export class DnsServer {
         await l.listen();
         this.tcp.push(l);
       }
+      if (this.role.tcp) await this.startEncrypted(cfg, plainAcl);
     } catch (e) {
       await this.close();
       const err = e as NodeJS.ErrnoException;
@@ -218,6 +225,26 @@ export class DnsServer {
       udp: this.udp.map((u) => u.name), tcp: this.tcp.map((t) => t.name), upstreams: cfg.upstreams.map((u) => u.url),
       metrics: cfg.metrics.listen ?? null,
     });
+  }
+
+  /** DoT and DoH listeners for LAN clients: the same chain as the others, behind the gateway's certificate. */
+  private async startEncrypted(cfg: Config, acl: ClientAcl): Promise<void> {
+    const l = cfg.listen;
+    if (l.dot.length + l.doh.length === 0) return;
+    if (!l.tlsCert || !l.tlsKey) throw new Error('listen.dot and listen.doh need listen.tlsCert and listen.tlsKey');
+    this.tls = new TlsCredentials(l.tlsCert, l.tlsKey, this.log);
+    this.tls.watch();
+    for (const a of l.dot) {
+      const d = new DotListener(`dot ${a}`, a, l.tcp, this.chain, this.pool, this.tls, acl);
+      await d.listen();
+      this.tcp.push(d);
+    }
+    for (const a of l.doh) {
+      const d = new DohListener(`doh ${a}`, a, l.tcp, this.chain, this.pool, this.tls, acl);
+      await d.listen();
+      this.doh.push(d);
+    }
+    if (this.doh.length) registerDohMetrics(this.registry, this.doh);
   }
 
   topSnapshot(): { sampleEvery: number; clients: unknown[]; names: unknown[] } {
@@ -262,6 +289,7 @@ export class DnsServer {
         this.log('error', 'network config rejected; the ingress ACL keeps the previous one', { error: (e as Error).message });
       }
     }
+    this.tls?.reload();
     this.reloads++;
     const retire = setInterval(() => { if (oldForward.inflight <= 0) { clearInterval(retire); old.close(); } }, 200);
     retire.unref();
@@ -282,6 +310,8 @@ export class DnsServer {
     this.ingressAcl?.close();
     for (const u of this.udp) u.close();
     await Promise.all(this.tcp.map((t) => t.close()));
+    await Promise.all(this.doh.map((d) => d.close()));
+    this.tls?.close();
     this.upstreams.close();
     for (const z of this.zoneForwarders.values()) z.pool.close();
     this.filter?.close();

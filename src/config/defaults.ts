@@ -18,6 +18,10 @@ export function applyDefaults(raw: Partial<Config>, baseDir: string): Config {
       tproxy: { ...(l.tproxy ?? {}) },
       plain: l.plain ?? [],
       plainTcp: l.plainTcp ?? [],
+      tlsCert: resolve(l.tlsCert),
+      tlsKey: resolve(l.tlsKey),
+      dot: l.dot ?? [],
+      doh: l.doh ?? [],
       udpMaxSize: l.udpMaxSize ?? 1232,
       plainAllow: l.plainAllow ?? DEFAULT_PLAIN_ALLOW,
       tcp: {

@@ -13,6 +13,13 @@ export const coreSchema = {
       },
       plain: { type: 'array', items: hostPort },
       plainTcp: { type: 'array', items: hostPort },
+      /** Certificate chain and key (PEM) for the DoT and DoH listeners; reloaded on SIGHUP and on change. */
+      tlsCert: { type: 'string', minLength: 1 },
+      tlsKey: { type: 'string', minLength: 1 },
+      /** DNS over TLS (RFC 7858) listeners for LAN clients. */
+      dot: { type: 'array', items: hostPort },
+      /** DNS over HTTPS (RFC 8484, /dns-query, HTTP/2 and HTTP/1.1) listeners for LAN clients. */
+      doh: { type: 'array', items: hostPort },
       /** Largest UDP answer we send, whatever the client's EDNS size (DNS Flag Day 2020: 1232). */
       udpMaxSize: { type: 'integer', minimum: 512, maximum: 4096, default: 1232 },
       /** Who may use the plain (non-transparent) listeners. */

@@ -12,6 +12,10 @@ export interface Config {
     tproxy: { udp?: string; tcp?: string };
     plain: string[];
     plainTcp: string[];
+    tlsCert?: string;
+    tlsKey?: string;
+    dot: string[];
+    doh: string[];
     udpMaxSize: number;
     plainAllow: string[];
     tcp: TcpLimits;
