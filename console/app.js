@@ -16,10 +16,9 @@ const VIEWS = [
   { path: '/audit', title: 'Audit', view: Audit },
 ];
 
-/** Active pauses, however the API words them: one object, a list, or {pauses: [...]}. */
+/** Pauses in force from GET /api/v1/pause: {entries: [{group|null, until|null}]} (null group = everyone). */
 export function pausesOf(data) {
-  const list = Array.isArray(data) ? data : data && Array.isArray(data.pauses) ? data.pauses : data ? [data] : [];
-  return list.filter((p) => p && (p.paused ?? p.active ?? true) && (p.until == null || toMs(p.until) === 0 || toMs(p.until) > Date.now() || p.until === null));
+  return listOf(data, 'entries').filter((p) => p && (p.until === null || toMs(p.until) > Date.now()));
 }
 
 function PauseControl({ pauses, reload }) {
@@ -28,8 +27,13 @@ function PauseControl({ pauses, reload }) {
   const act = async (seconds) => {
     setError('');
     try {
-      if (seconds === null) await api('pause', { method: 'DELETE', body: group ? { group } : undefined });
-      else await api('pause', { method: 'POST', body: group ? { seconds, group } : { seconds } });
+      // DELETE without ?group= ends every pause; POST without seconds pauses until resumed.
+      if (seconds === null) await api(group ? `pause?group=${encodeURIComponent(group)}` : 'pause', { method: 'DELETE' });
+      else {
+        const body = seconds ? { seconds } : {};
+        if (group) body.group = group;
+        await api('pause', { method: 'POST', body });
+      }
     } catch (e) { setError(e.message); }
     reload();
   };

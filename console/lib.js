@@ -82,7 +82,7 @@ export function openStream(onBatch, onState) {
   es.addEventListener('error', () => {
     onState?.('reconnecting');
     // EventSource hides the status code; ask the API whether the session is still valid.
-    api('rules').catch(() => {});
+    api('session').catch(() => {});
   });
   return () => es.close();
 }

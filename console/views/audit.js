@@ -1,10 +1,11 @@
 // Audit: who changed which rule, list or setting, and when (GET /api/v1/audit, newest first).
 import { html, useApi, listOf, fmtTime, toMs } from '../lib.js';
 
+/** "block ads.example (group kids)" out of {target, detail}; empty and null details left out. */
 function describe(e) {
-  const what = e.what ?? e.target ?? e.object ?? '';
-  const detail = e.detail ?? e.details ?? e.change ?? e.data;
-  return [what, detail === undefined ? '' : typeof detail === 'string' ? detail : JSON.stringify(detail)].filter(Boolean).join(' ');
+  const d = Object.entries(e.detail ?? {}).filter(([, v]) => v !== undefined && v !== null && v !== '')
+    .map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : v}`);
+  return `${e.target ?? ''}${d.length ? ` (${d.join(', ')})` : ''}`;
 }
 
 export function Audit() {
@@ -20,9 +21,9 @@ export function Audit() {
         <thead><tr><th scope="col">Time</th><th scope="col">Who</th><th scope="col">Action</th><th scope="col">What</th></tr></thead>
         <tbody>
           ${entries.map((e, i) => html`<tr key=${e.id ?? i}>
-            <td class="nowrap">${fmtTime(toMs(e.time ?? e.at ?? e.ts), true)}</td>
-            <td>${e.user ?? e.who ?? '—'}</td>
-            <td>${e.action ?? e.event ?? e.type ?? '—'}</td>
+            <td class="nowrap">${fmtTime(toMs(e.time), true)}</td>
+            <td>${e.user}${e.from ? html` <span class="small muted">${e.from}</span>` : null}</td>
+            <td>${e.action}</td>
             <td class="wrap">${describe(e)}</td></tr>`)}
           ${!loading && !entries.length ? html`<tr><td colspan="4" class="muted">No changes recorded yet.</td></tr>` : null}
         </tbody>

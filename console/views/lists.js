@@ -18,16 +18,16 @@ export function Lists() {
     const source = String(d.get('source') || '').trim();
     if (!source) return;
     const body = /^https?:\/\//i.test(source) ? { url: source } : { path: source };
-    const kind = String(d.get('kind') || 'block');
-    if (kind === 'allow') body.allow = true;
+    const name = String(d.get('name') || '').trim();
+    if (name) body.name = name;
     run(`Added ${source}`, async () => { await api('lists', { method: 'POST', body }); form.reset(); });
   };
-  const idOf = (l) => encodeURIComponent(l.id ?? l.name ?? l.url ?? l.path);
+  const idOf = (l) => encodeURIComponent(l.name);
   return html`
     <h1>Lists</h1>
     <form class="filters" onSubmit=${add} aria-label="Add a list">
       <label class="grow">URL or path <input name="source" required placeholder="https://example.org/hosts.txt or /etc/dns-tproxy/block.txt" /></label>
-      <label>Kind <select name="kind"><option value="block">block</option><option value="allow">allow</option></select></label>
+      <label>Name <input name="name" placeholder="derived from the source" size="14" /></label>
       <button type="submit" class="primary">Add list</button>
     </form>
     ${msg ? html`<p class=${msg.error ? 'error' : 'toast'} role="status">${msg.text}</p>` : null}
@@ -38,19 +38,19 @@ export function Lists() {
         <thead><tr><th scope="col">List</th><th scope="col">Enabled</th><th scope="col">Entries</th><th scope="col">Last refresh</th>
           <th scope="col">Last error</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
         <tbody>${lists.map((l) => {
-          const name = l.name ?? l.url ?? l.path ?? l.id;
+          const name = l.name;
           const enabled = l.enabled !== false;
-          const err = l.lastError ?? l.error;
-          return html`<tr key=${l.id ?? name} class=${err ? 'has-error' : ''}>
-            <td class="wrap" data-label="List"><strong>${name}</strong>${l.url && l.url !== name ? html`<div class="small muted">${l.url}</div>` : l.path && l.path !== name ? html`<div class="small muted">${l.path}</div>` : null}
-              ${l.allow || l.kind === 'allow' ? html` <span class="chip">allow</span>` : null}</td>
+          const err = l.lastError;
+          return html`<tr key=${name} class=${err ? 'has-error' : ''}>
+            <td class="wrap" data-label="List"><strong>${name}</strong> <span class="chip">${l.origin === 'api' ? 'added here' : 'config'}</span>
+              <div class="small muted">${l.source}</div></td>
             <td data-label="Enabled"><label class="inline"><input type="checkbox" checked=${enabled}
               onChange=${(e) => run(`${e.currentTarget.checked ? 'Enabled' : 'Disabled'} ${name}`, () => api(`lists/${idOf(l)}`, { method: 'PATCH', body: { enabled: e.currentTarget.checked } }))} />
               <span class="sr-only">Enabled: ${name}</span></label></td>
-            <td class="num" data-label="Entries">${fmtNum(l.size ?? l.entries ?? l.rules)}</td>
-            <td data-label="Last refresh">${fmtAgo(toMs(l.lastRefresh ?? l.refreshedAt ?? l.loadedAt))}</td>
-            <td class="wrap error-text" data-label="Last error">${err || '—'}</td>
-            <td data-label="Actions"><button type="button" data-action="refresh" aria-label=${`Refresh ${name} now`}
+            <td class="num" data-label="Entries">${fmtNum(l.rules)}</td>
+            <td data-label="Last refresh">${fmtAgo(toMs(l.lastRefresh))}${l.fromCache ? html` <span class="small muted">(disk copy)</span>` : null}</td>
+            <td class="wrap error-text" data-label="Last error">${err ? `${err}${l.failures > 1 ? ` (${l.failures} failures)` : ''}` : '—'}</td>
+            <td data-label="Actions"><button type="button" data-action="refresh" aria-label=${`Refresh ${name} now`} disabled=${!enabled}
               onClick=${() => run(`Refreshed ${name}`, () => api(`lists/${idOf(l)}/refresh`, { method: 'POST' }))}>Refresh now</button></td>
           </tr>`;
         })}

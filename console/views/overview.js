@@ -6,22 +6,17 @@ import { Chart } from '../chart.js';
 
 const WINDOWS = [['1h', 3_600_000], ['6h', 21_600_000], ['24h', 86_400_000], ['7d', 604_800_000]];
 
-/** Everything the admin should act on, from the health document; tolerant of missing parts. */
-export function problemsOf(health) {
+/**
+ * What the admin should act on: GET /api/v1/health's `problems` (lists failing to refresh, upstreams
+ * down, store drops), plus bypass attempts seen in the window (records of kind "bypass").
+ */
+export function problemsOf(health, bypassCount) {
   const out = [];
-  if (!health || typeof health !== 'object') return out;
-  for (const l of listOf(health.lists, 'lists')) {
-    const err = l.lastError ?? l.error;
-    if (err) out.push({ key: `list:${l.name ?? l.url ?? l.path}`, text: `List ${l.name ?? l.url ?? l.path} failed to refresh: ${err}`, href: '/lists' });
+  for (const p of Array.isArray(health?.problems) ? health.problems : []) {
+    const text = String(p);
+    out.push({ key: text, text, href: /^list /.test(text) ? '/lists' : undefined });
   }
-  for (const u of listOf(health.upstreams, 'upstreams')) {
-    const up = u.healthy ?? u.up ?? (u.state ? u.state === 'up' || u.state === 'healthy' : true);
-    if (!up) out.push({ key: `up:${u.url ?? u.name}`, text: `Upstream ${u.name ?? u.url} is down${u.lastError ? `: ${u.lastError}` : ''}`, href: '/' });
-  }
-  const bypass = health.bypass ?? health.bypassAttempts;
-  const bypassCount = typeof bypass === 'number' ? bypass : bypass?.count ?? bypass?.attempts ?? 0;
-  if (bypassCount > 0) out.push({ key: 'bypass', text: `${fmtNum(bypassCount)} bypass attempts${bypass?.lastClient ? `, last from ${bypass.lastClient}` : ''}`, href: '/queries?result=bypass' });
-  for (const p of listOf(health.problems, 'problems')) out.push({ key: `p:${p.text ?? p.message ?? p}`, text: p.text ?? p.message ?? String(p) });
+  if (bypassCount > 0) out.push({ key: 'bypass', text: `${fmtNum(bypassCount)} bypass attempt(s) in the last hour: a client tried to reach a resolver around the gateway`, href: '/queries?result=bypass' });
   return out;
 }
 
@@ -54,7 +49,8 @@ export function Overview() {
       upstreamMs, hasLatency: upstreamMs.some((v) => v != null),
     };
   }, [s]);
-  const problems = problemsOf(health.data);
+  const bypass = useApi(`queries?result=bypass&from=${to - 3_600_000}&limit=100`, [], { every: 60_000 });
+  const problems = problemsOf(health.data, listOf(bypass.data).length);
   const upstreams = listOf(health.data?.upstreams, 'upstreams');
   return html`
     ${problems.length ? html`<section class="problems" role="alert" aria-label="Problems">
@@ -87,14 +83,15 @@ export function Overview() {
     <section class="card" aria-labelledby="up-title">
       <h2 id="up-title">Upstreams</h2>
       <div class="table-wrap"><table class="grid">
-        <thead><tr><th scope="col">Upstream</th><th scope="col">State</th><th scope="col">Latency</th><th scope="col">Last failure</th></tr></thead>
+        <thead><tr><th scope="col">Upstream</th><th scope="col">State</th><th scope="col">Mean latency</th><th scope="col">Requests</th><th scope="col">Errors</th></tr></thead>
         <tbody>${upstreams.map((u) => {
-          const up = u.healthy ?? u.up ?? (u.state ? u.state === 'up' || u.state === 'healthy' : true);
-          return html`<tr key=${u.url ?? u.name}><td class="wrap">${u.name ?? u.url}</td>
-            <td><span class=${`badge ${up ? 'b-cache' : 'b-blocked'}`}>${u.state ?? (up ? 'up' : 'down')}</span></td>
-            <td class="num">${fmtMs(u.latencyMs ?? u.ewmaMs ?? u.rttMs)}</td><td>${u.lastFailure ? fmtAgo(toMs(u.lastFailure)) : '—'}</td></tr>`;
+          const errors = Object.entries(u.errors ?? {}).filter(([, n]) => n > 0);
+          return html`<tr key=${u.name}><td class="wrap">${u.name}</td>
+            <td><span class=${`badge ${u.healthy ? 'b-cache' : 'b-blocked'}`}>${u.healthy ? 'up' : 'down'}</span></td>
+            <td class="num">${fmtMs(u.avgLatencyMs)}</td><td class="num">${fmtNum(u.requests)}</td>
+            <td class="wrap">${errors.length ? errors.map(([k, n]) => `${k} ${fmtNum(n)}`).join(', ') : '—'}</td></tr>`;
         })}
-        ${!upstreams.length ? html`<tr><td colspan="4" class="muted">${health.error ? `health unavailable: ${health.error}` : 'no upstream data'}</td></tr>` : null}</tbody>
+        ${!upstreams.length ? html`<tr><td colspan="5" class="muted">${health.error ? `health unavailable: ${health.error}` : 'no upstream data'}</td></tr>` : null}</tbody>
       </table></div>
     </section>`;
 }
