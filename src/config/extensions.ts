@@ -5,6 +5,7 @@ import { dnstapSchema } from '../log/dnstap-schema.js';
 import { networkSchema } from '../network/index.js';
 import { filterConfigSchema } from '../filter/config.js';
 import { limitsSchema } from '../pipeline/ratelimit.js';
+import { consoleSchema } from '../api/config.js';
 
 export function extensionSchemas(): Record<string, object> {
   return {
@@ -13,6 +14,7 @@ export function extensionSchemas(): Record<string, object> {
     dnstap: dnstapSchema,
     network: networkSchema,
     limits: limitsSchema,
+    console: consoleSchema,
     stats: {
       type: 'object', additionalProperties: false,
       properties: {
