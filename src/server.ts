@@ -31,6 +31,8 @@ import { AuditObserver } from './pipeline/audit.js';
 import { TopK } from './metrics/topk.js';
 import { FilterStage, CnameInspectStage, type ZoneForwarder } from './pipeline/filter-stage.js';
 import { FilterManager } from './filter/manager.js';
+import type { ConsoleApi } from './api/server.js';
+import { consoleConfigOf } from './api/config.js';
 import type { FilterConfig } from './filter/config.js';
 import { releaseFreedHeap } from '../native/lib/index.js';
 import { createRateLimitStage, type RateLimitStage, type LimitsConfig } from './pipeline/ratelimit.js';
@@ -84,6 +86,8 @@ export class DnsServer {
   ingressAcl: IngressAcl | null = null;
   readonly registry = new Registry();
   private http: http.Server | null = null;
+  /** The console's HTTP API and web app (`console:`), served by the process that serves HTTP. */
+  console: ConsoleApi | null = null;
   private readonly ref = new ChainRef();
   queryLog: QueryLog | null = null;
   dnstap: DnstapWriter | null = null;
@@ -107,7 +111,8 @@ export class DnsServer {
     this.upstreams = new UpstreamPool(createUpstreams(config), poolOptions(config));
     this.forward = new ForwardStage(this.upstreams, this.ref.respond, forwardOptions(config));
     this.setupAudit(config);
-    const filtering = filterConfigOf(config) !== null;
+    // The console's runtime rules and pause live in the filter stage, so it runs whenever the console does.
+    const filtering = filterConfigOf(config) !== null || consoleConfigOf(config.console, config.baseDir) !== null;
     this.filterStage = filtering ? new FilterStage(this.ref.respond, (url) => this.zoneForwarder(url)) : null;
     this.cnameStage = this.filterStage ? new CnameInspectStage(this.filterStage) : null;
     const limits = config.limits as Partial<LimitsConfig> | undefined;
@@ -168,10 +173,17 @@ export class DnsServer {
   async start(): Promise<void> {
     const cfg = this.config;
     await this.setupDnstap(cfg);
-    const fcfg = filterConfigOf(cfg);
+    const consoleCfg = this.role.http ? consoleConfigOf(cfg.console, cfg.baseDir) : null;
+    if (consoleCfg) {
+      const { ConsoleApi } = await import('./api/server.js');
+      this.console = new ConsoleApi(this, consoleCfg);
+    }
+    // Lists added or switched through the console are laid over the config's.
+    const fcfg = this.console ? this.console.filterConfig(filterConfigOf(cfg)) : filterConfigOf(cfg);
     if (this.filterStage && fcfg) {
       // Lists load before any listener opens: no query is ever answered by a half-built policy.
       this.filterStage.manager = await FilterManager.create(fcfg, { stateDir: cfg.stateDir, baseDir: cfg.baseDir, log: (level, msg, fields) => this.log(level, msg, fields as Record<string, unknown>) });
+      if (this.console) this.filterStage.overrides = this.console.overrides;
     }
     const plainAcl = new ClientAcl(cfg.listen.plainAllow);
     if (cfg.listen.tproxy.udp || cfg.listen.tproxy.tcp) {
@@ -214,6 +226,13 @@ export class DnsServer {
         flushCache: (name) => this.cache?.flush(name) ?? 0,
         json: { '/stats/top': () => this.topSnapshot() },
       });
+    }
+    if (this.console) {
+      this.console.registerMetrics(this.registry);
+      try { await this.console.listen(); } catch (e) {
+        await this.close();
+        throw new ListenError(`cannot listen on console.listen: ${(e as Error).message}`, String((e as NodeJS.ErrnoException).syscall ?? ''), e);
+      }
     }
     // Freed malloc memory (TLS records, Buffer stores freed on other threads' arenas) otherwise stays
     // resident after every burst: measured 142 → 101 MiB RSS with 100k cache entries (README "Memory").
@@ -267,7 +286,7 @@ export class DnsServer {
    */
   reload(next: Config): void {
     const fm = this.filter;
-    const fcfg = filterConfigOf(next);
+    const fcfg = this.console ? this.console.filterConfig(filterConfigOf(next)) : filterConfigOf(next);
     if (fm && fcfg) {
       // Built off to the side and swapped atomically by the manager; a bad list keeps the old engine.
       void fm.reload(fcfg).then((r) => {
@@ -319,6 +338,7 @@ export class DnsServer {
     await this.dnstap?.close();
     if (this.http) await new Promise<void>((r) => this.http!.close(() => r()));
     this.http = null;
+    await this.console?.close();
   }
 }
 
