@@ -14,6 +14,7 @@ const USAGE = `usage:
   dns-tproxy network up|down|show|rules --config FILE
                                                     install / remove / inspect / print nft + policy routing
   dns-tproxy cache flush [NAME] --config FILE       flush the cache (all, or NAME and below)
+  dns-tproxy passwd                                 read a password on stdin, print its hash for console.users
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -23,6 +24,7 @@ async function main(argv: string[]): Promise<number> {
   });
   const [cmd, sub, arg] = positionals;
   if (values.help || !cmd) { process.stdout.write(USAGE); return cmd ? 0 : 2; }
+  if (cmd === 'passwd') return (await import('./api/passwd.js')).passwdCommand();
   if (!values.config) { process.stderr.write(`dns-tproxy ${cmd}: --config FILE is required\n${USAGE}`); return 2; }
   const file = values.config;
   switch (cmd) {
