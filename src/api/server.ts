@@ -17,41 +17,14 @@ import type { QueryRecord, QueryStore, SearchQuery, StatsQuery } from '../store/
 import type { DeviceResolver } from '../devices/types.js';
 import type { Upstream } from '../upstream/types.js';
 import { CollectedMetric, type Sample } from '../metrics/collected.js';
-import { LoginLimiter, Sessions, Users, parseHash, type Session, type User } from './auth.js';
+import { LoginLimiter, Sessions, Users, parseHash, type Session } from './auth.js';
 import { AuditLog } from './audit.js';
 import { LIST_NAME_RE, RuntimeLists, type RuntimeListsState } from './lists.js';
 import { serveStream, StreamStats } from './stream.js';
 import { openApiDocument } from './openapi.js';
+import type { ConsoleConfig } from './config.js';
 
-export interface ConsoleConfig {
-  listen: string;
-  users: User[];
-  /** Host names (as typed in the browser) the console may be reached by. */
-  names: string[];
-  /** Idle session lifetime. */
-  sessionTtlSeconds: number;
-  /** Absolute session lifetime, whatever the activity. */
-  sessionMaxSeconds: number;
-  tlsCert?: string;
-  tlsKey?: string;
-}
-
-export const CONSOLE_DEFAULTS = { listen: '127.0.0.1:8080', sessionTtlSeconds: 3600, sessionMaxSeconds: 12 * 3600 };
-
-/** Reads a `console:` config section (already schema-checked) into a full ConsoleConfig. */
-export function consoleConfigOf(raw: unknown): ConsoleConfig | null {
-  if (raw === undefined || raw === null || raw === false) return null;
-  const c = (raw === true ? {} : raw) as Partial<ConsoleConfig>;
-  return {
-    listen: c.listen ?? CONSOLE_DEFAULTS.listen,
-    users: c.users ?? [],
-    names: (c.names ?? []).map((n) => n.toLowerCase()),
-    sessionTtlSeconds: c.sessionTtlSeconds ?? CONSOLE_DEFAULTS.sessionTtlSeconds,
-    sessionMaxSeconds: c.sessionMaxSeconds ?? Math.max(CONSOLE_DEFAULTS.sessionMaxSeconds, c.sessionTtlSeconds ?? 0),
-    tlsCert: c.tlsCert,
-    tlsKey: c.tlsKey,
-  };
-}
+export { consoleConfigOf, type ConsoleConfig } from './config.js';
 
 /** What the API needs from the running DNS server (DnsServer provides it; tests may too). */
 export interface ApiHost {
