@@ -279,3 +279,34 @@ metrics:
   listen: "127.0.0.1:9153"
 ${extra}`;
 }
+
+/**
+ * Removes the lab's own interception (nft table dtlab, the fwmark 1 rules and route table 100) so a
+ * test can let dns-tproxy set up the gateway itself (`run --manage-network`, `network up`).
+ */
+export function removeLabInterception(lab) {
+  const G = lab.gw;
+  nsExec(G, 'nft', ['delete', 'table', 'inet', 'dtlab']);
+  for (const fam of ['-4', '-6']) {
+    sh('ip', ['-n', G, fam, 'rule', 'del', 'fwmark', '1', 'lookup', '100']);
+    sh('ip', ['-n', G, fam, 'route', 'del', 'local', fam === '-4' ? '0.0.0.0/0' : '::/0', 'dev', 'lo', 'table', '100']);
+  }
+}
+
+/** The metrics text of the dns-tproxy running in the lab's gateway (metrics.listen 127.0.0.1:9153). */
+export function labMetrics(lab, port = 9153) {
+  return nsExec(lab.gw, process.execPath, ['-e',
+    `fetch('http://127.0.0.1:${port}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t), (e) => { console.error(e.message); process.exit(1); })`]);
+}
+
+/** One sample of a Prometheus text exposition, e.g. metricValue(text, 'dns_tproxy_dropped_total', { reason: 'acl' }). */
+export function metricValue(text, name, labels = {}) {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
+  }
+  return NaN;
+}
