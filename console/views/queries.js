@@ -1,7 +1,7 @@
 // Query log: search (GET /api/v1/queries) and live tail (GET /api/v1/stream). At 1,000 records/s the
 // stream is batched per animation frame and the table keeps only the newest MAX_ROWS rows, so the
 // work per frame is bounded whatever the rate; "Pause tail" freezes the table while reading.
-import { html, useState, useEffect, useRef, api, listOf, openStream, fmtTime, fmtMs, outcomeOf, isBlocked, deviceLabel, toMs } from '../lib.js';
+import { html, Component, useState, useEffect, useRef, api, listOf, openStream, fmtTime, fmtMs, outcomeOf, isBlocked, deviceLabel, toMs } from '../lib.js';
 
 const MAX_ROWS = 200;
 const OUTCOMES = [['', 'any'], ['blocked', 'blocked'], ['cache', 'cache hit'], ['stale', 'stale'], ['upstream', 'upstream'],
@@ -32,7 +32,16 @@ function queryString(f, cursor) {
 
 const keyOf = (r) => r.id ?? `${r.time}|${r.client}|${r.clientPort ?? ''}|${r.qname}|${r.qtype}`;
 
-function Row({ r, scope, decided, onRule }) {
+/** One record; rows already on screen are not re-rendered when new ones stream in above them. */
+class Row extends Component {
+  shouldComponentUpdate(next) {
+    const p = this.props;
+    return next.r !== p.r || next.scope !== p.scope || next.decided !== p.decided;
+  }
+  render(props) { return renderRow(props); }
+}
+
+function renderRow({ r, scope, decided, onRule }) {
   const o = outcomeOf(r);
   const blocked = isBlocked(r);
   const action = blocked ? 'allow' : 'block';

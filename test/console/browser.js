@@ -18,13 +18,22 @@ export function browserUnavailable() {
 }
 
 /**
- * A persistent context on a fresh user data dir (removed at teardown). `problems` collects, for all
+ * A persistent context on a fresh user data dir (removed at teardown), optionally inside a network
+ * namespace. `problems` collects, for all
  * pages of the context: CSP violations (event and console report), console errors and page errors.
  */
-export async function openBrowser(t, { viewport = { width: 1280, height: 900 }, colorScheme = 'light', ignore = [] } = {}) {
+export async function openBrowser(t, { viewport = { width: 1280, height: 900 }, colorScheme = 'light', ignore = [], netns } = {}) {
   const { chromium } = await import('playwright-core');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'console-chromium-'));
-  const ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: ARGS, viewport, colorScheme });
+  let executablePath = CHROMIUM;
+  if (netns) {
+    // The browser as a LAN client: Chromium itself runs inside the lab's client namespace (playwright
+    // talks to it over inherited pipe fds, which `ip netns exec` keeps).
+    executablePath = path.join(dir, 'chromium-in-netns.sh');
+    fs.writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec '${netns}' ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+  }
+  const profile = path.join(dir, 'profile');
+  const ctx = await chromium.launchPersistentContext(profile, { executablePath, headless: true, args: ARGS, viewport, colorScheme });
   const problems = [];
   t.teardown(async () => { await ctx.close().catch(() => {}); fs.rmSync(dir, { recursive: true, force: true }); });
   // Runs before any page script; a CSP violation event bubbles to document.
