@@ -11,6 +11,7 @@ import {
 import { DomainTable, HASH_SEED, hashBytes, hfinal, hstep } from './table.js';
 import type { BadLine, BlockDecision, Decision, ForwardDecision, LocalDecision } from './types.js';
 import { BlockTemplates, readName, skipName } from './wire.js';
+import type { RuleMatcher } from './regex-guard.js';
 
 // kind = cls * 3 + scope (0..11); bit 12 = "complex rules exist for this key"
 const K_COMPLEX = 12;
@@ -31,6 +32,8 @@ for (let c = 0; c < 4; c++) {
   M_PARENT |= (1 << (c * 3 + S_SUBTREE)) | (1 << (c * 3 + S_CHILDREN));
 }
 const SAMPLE_LIMIT = 100;
+/** 255 wire octets, each shown as at most 4 characters (\DDD), plus the dots. */
+const MAX_NAME_CHARS = 1024;
 
 export interface SourceInfo {
   id: number;
@@ -58,7 +61,7 @@ interface ComplexRule {
 
 interface RegexRule {
   cls: number;
-  re: RegExp;
+  re: RuleMatcher;
   pattern: string;
   src: number;
   mods: Modifiers | null;
@@ -321,7 +324,9 @@ export class FilterEngine {
 
   private evaluate(q: string, qtype: number, group: number, clientIp: string | undefined, full: boolean, viaCname: boolean): Decision | null {
     const n = q.length;
-    if (n === 0 || n > 253) return null;
+    // A name is at most 253 characters as text, but up to ~1,000 with \DDD escapes (qnameString):
+    // such names are still filtered (their parent labels can be listed), never waved through.
+    if (n === 0 || n > MAX_NAME_CHARS) return null;
     const rules = this.rules;
     const slots = rules.slots;
     const gk = this.gk;

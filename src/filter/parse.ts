@@ -6,7 +6,7 @@
 // lower-cased and hashed in place without creating a JS string per line.
 // Everything else falls back to parseRule() on a string.
 import { domainToASCII } from 'node:url';
-import { checkRegex } from './regex-guard.js';
+import { checkRegex, compileRule, type RuleMatcher } from './regex-guard.js';
 import { parseCidr, type Cidr } from './net.js';
 
 // rule classes, in increasing precedence
@@ -39,7 +39,7 @@ export interface Modifiers {
 
 export type ParsedRule =
   | { t: 'domain'; cls: number; scope: number; domains: string[]; mods: Modifiers | null }
-  | { t: 'regex'; cls: number; re: RegExp; pattern: string; mods: Modifiers | null }
+  | { t: 'regex'; cls: number; re: RuleMatcher; pattern: string; mods: Modifiers | null }
   | { t: 'skip' }
   | { t: 'bad'; reason: string }
   | { t: 'unsupported'; reason: string };
@@ -271,7 +271,10 @@ export function parseRule(line: string, opts: { hostsScope?: number; regexMaxLen
     if ((body.match(/\*/g) ?? []).length > 3) return { t: 'bad', reason: 'more than 3 wildcards' };
     const src = globToRegex(anchor || '||', body);
     if (!src) return { t: 'bad', reason: 'invalid characters in wildcard rule' };
-    return { t: 'regex', cls, re: new RegExp(src), pattern: src, mods };
+    // RE2 too: "a*b*c*d" as a backtracking RegExp is cubic in the name.
+    const re = compileRule(src);
+    if (re === null) return { t: 'bad', reason: 'wildcard rule too complex' };
+    return { t: 'regex', cls, re, pattern: src, mods };
   }
   const d = normalizeDomain(s);
   if (d === null) return { t: 'bad', reason: `invalid domain "${s}"` };

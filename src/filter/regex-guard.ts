@@ -1,139 +1,94 @@
-// Safety check for /regex/ rules. We match with the built-in backtracking
-// RegExp engine, so patterns that can take super-linear time are refused up
-// front. The check is deliberately conservative:
-//   - length limit (default 512 characters)
-//   - no back-references (\1..\9, \k<name>) and no lookaround ((?=, (?!, (?<=, (?<!)
-//   - "star height" at most 1: a group repeated by *, +, {n,} or {n,m} (m > 1)
-//     must not itself contain a repeating quantifier or an alternation
-//     (rejects (a+)+, (a*)*, (a|a)*, (\w+\.)+ ...)
-//   - at most MAX_REPEATS repeating quantifiers in the whole pattern
-//   - numeric bounds {n,m} at most 255 (DNS names are at most 253 characters)
-// Query names are lower-case, at most 253 characters, and have no trailing dot.
+// Compiling /regex/ (and wildcard) rules. Rules come from downloaded lists, so a hostile or careless
+// pattern must not be able to stall the event loop. JavaScript's RegExp backtracks (`(a+){1,}$` or
+// `[a-z.]*[a-z.]*[a-z.]*!` take exponential or polynomial time), so rules are matched with re2js, a
+// pure-JavaScript port of RE2 whose automata run in time linear in the name. It is also the dialect
+// AdGuard Home reads these rules in (Go's regexp is RE2). What RE2 cannot match in linear time
+// (back-references, lookaround) is a syntax error there and the rule is refused.
+//
+// Linear in the name is not enough on its own: the work per character grows with the size of the
+// compiled program (`[a-z]{1000}` is a 1,000-state automaton, and a name that keeps many of those
+// states alive costs ~1,000 steps per character). So the program size is capped as well.
+// bench/filter-bench.js measures the cost per match (and compares native re2 and re2-wasm).
+import { RE2JS } from 're2js';
 
-export const MAX_REPEATS = 4;
+/** The largest compiled program (RE2 instructions) accepted for one rule. */
+export const MAX_PROGRAM_SIZE = 256;
+
+/** What the engine needs from a compiled rule: an unanchored search, like RegExp.prototype.test. */
+export interface RuleMatcher {
+  test(name: string): boolean;
+}
 
 export interface RegexCheck {
   ok: boolean;
   reason?: string;
-  re?: RegExp;
+  re?: RuleMatcher;
+  /** compiled program size (instructions), when known */
+  size?: number;
 }
 
-interface Frame {
-  repeat: boolean;
-  alt: boolean;
-}
-
-export function checkRegex(src: string, maxLength = 512): RegexCheck {
-  if (src.length === 0) return { ok: false, reason: 'empty regex' };
-  if (src.length > maxLength) return { ok: false, reason: `regex longer than ${maxLength} characters` };
-  const stack: Frame[] = [{ repeat: false, alt: false }];
-  // last atom: null (none), 'simple', or a Frame for a closed group
-  let last: Frame | 'simple' | null = null;
-  let repeats = 0;
-  let i = 0;
-  const n = src.length;
-  while (i < n) {
-    const c = src[i]!;
+/**
+ * A `{n}`/`{n,}`/`{n,m}` count written with a leading zero: JavaScript reads `{01,}` as a repeat,
+ * RE2 as the literal text "{01,}". Refused, so that a rule never means something else than its author
+ * read it as. Returns the offending text or null.
+ */
+function leadingZeroCount(src: string): string | null {
+  let inClass = false;
+  for (let i = 0; i < src.length; i++) {
+    const c = src[i];
     if (c === '\\') {
-      const d = src[i + 1];
-      if (d === undefined) return { ok: false, reason: 'trailing backslash' };
-      if (d >= '1' && d <= '9') return { ok: false, reason: 'back-references are not allowed' };
-      if (d === 'k' && src[i + 2] === '<') return { ok: false, reason: 'back-references are not allowed' };
-      last = 'simple';
-      i += 2;
+      i++;
+      continue;
+    }
+    if (inClass) {
+      if (c === ']') inClass = false;
       continue;
     }
     if (c === '[') {
-      let j = i + 1;
-      if (src[j] === '^') j++;
-      if (src[j] === ']') j++;
-      while (j < n && src[j] !== ']') j += src[j] === '\\' ? 2 : 1;
-      if (j >= n) return { ok: false, reason: 'unterminated character class' };
-      last = 'simple';
-      i = j + 1;
+      inClass = true;
+      if (src[i + 1] === '^') i++;
+      if (src[i + 1] === ']') i++; // "[]...]" holds a literal ']'
       continue;
     }
-    if (c === '(') {
-      if (src[i + 1] === '?') {
-        const a = src[i + 2];
-        const b = src[i + 3];
-        if (a === '=' || a === '!' || (a === '<' && (b === '=' || b === '!'))) {
-          return { ok: false, reason: 'lookaround assertions are not allowed' };
-        }
-      }
-      stack.push({ repeat: false, alt: false });
-      last = null;
-      i++;
-      if (src[i] === '?') {
-        // skip group prefix (?: or (?<name>
-        if (src[i + 1] === ':') i += 2;
-        else if (src[i + 1] === '<') {
-          const close = src.indexOf('>', i);
-          if (close < 0) return { ok: false, reason: 'bad group name' };
-          i = close + 1;
-        }
-      }
-      continue;
+    if (c === '{') {
+      const m = /^\{(\d+)(?:,(\d*))?\}/.exec(src.slice(i));
+      if (m && (/^0\d/.test(m[1]!) || /^0\d/.test(m[2] ?? ''))) return m[0];
     }
-    if (c === ')') {
-      if (stack.length === 1) return { ok: false, reason: 'unbalanced parenthesis' };
-      const f = stack.pop()!;
-      const parent = stack[stack.length - 1]!;
-      if (f.repeat) parent.repeat = true;
-      if (f.alt) parent.alt = true;
-      last = f;
-      i++;
-      continue;
-    }
-    if (c === '|') {
-      stack[stack.length - 1]!.alt = true;
-      last = null;
-      i++;
-      continue;
-    }
-    let repeating = false;
-    let qlen = 0;
-    if (c === '*' || c === '+') {
-      repeating = true;
-      qlen = 1;
-    } else if (c === '?') {
-      qlen = 1;
-    } else if (c === '{') {
-      const m = /^\{(\d+)(,(\d*))?\}/.exec(src.slice(i, i + 16));
-      if (m) {
-        const lo = Number(m[1]);
-        const hi = m[2] === undefined ? lo : m[3] === '' ? Infinity : Number(m[3]);
-        if (lo > 255 || (hi !== Infinity && hi > 255)) return { ok: false, reason: 'quantifier bound above 255' };
-        if (hi < lo) return { ok: false, reason: 'quantifier bounds out of order' };
-        repeating = hi > 1;
-        qlen = m[0].length;
-      }
-    }
-    if (qlen > 0) {
-      if (last === null) return { ok: false, reason: 'quantifier without a target' };
-      if (repeating) {
-        if (last !== 'simple' && (last.repeat || last.alt)) {
-          return {
-            ok: false,
-            reason: last.repeat ? 'nested quantifiers are not allowed' : 'repeated alternation is not allowed',
-          };
-        }
-        repeats++;
-        if (repeats > MAX_REPEATS) return { ok: false, reason: `more than ${MAX_REPEATS} repeating quantifiers` };
-        stack[stack.length - 1]!.repeat = true;
-      }
-      i += qlen;
-      if (src[i] === '?') i++; // lazy modifier
-      last = null; // a quantifier cannot be quantified again
-      continue;
-    }
-    last = 'simple';
-    i++;
   }
-  if (stack.length !== 1) return { ok: false, reason: 'unbalanced parenthesis' };
+  return null;
+}
+
+/** The number of instructions in a compiled pattern (re2js keeps it on its RE2 object). */
+function programSize(p: RE2JS): number | null {
+  const prog = (p as unknown as { re2Input?: { prog?: { inst?: unknown[] } } }).re2Input?.prog;
+  return Array.isArray(prog?.inst) ? prog.inst.length : null;
+}
+
+/** Compile a rule pattern for matching against lower-case query names. Never throws. */
+export function checkRegex(src: string, maxLength = 512): RegexCheck {
+  if (src.length === 0) return { ok: false, reason: 'empty regex' };
+  if (src.length > maxLength) return { ok: false, reason: `regex longer than ${maxLength} characters` };
+  const zero = leadingZeroCount(src);
+  if (zero !== null) return { ok: false, reason: `repeat count with a leading zero (RE2 reads it as text, JavaScript as a count): ${zero}` };
+  let p: RE2JS;
   try {
-    return { ok: true, re: new RegExp(src) };
+    p = RE2JS.compile(src);
   } catch (e) {
-    return { ok: false, reason: `invalid regex: ${(e as Error).message}` };
+    const msg = (e as Error).message.replace(/^error parsing regexp: /, '');
+    if (/\\[1-9]|\\k<|\\k\{/.test(src) && /invalid escape/.test(msg)) return { ok: false, reason: `back-references are not supported: ${msg}` };
+    if (/\(\?<?[=!]/.test(src) && /(Perl syntax|named capture)/.test(msg)) return { ok: false, reason: `lookaround is not supported: ${msg}` };
+    return { ok: false, reason: `not supported by the RE2 syntax: ${msg}` };
   }
+  const size = programSize(p);
+  // Without a size (a re2js that stopped exposing it) every rule is refused rather than none checked:
+  // test/filter/regex.test.js fails then, which is the point.
+  if (size === null) return { ok: false, reason: 'cannot measure the compiled program (re2js internals changed)' };
+  if (size > MAX_PROGRAM_SIZE) return { ok: false, reason: `compiled program too large (${size} > ${MAX_PROGRAM_SIZE} instructions)` };
+  return { ok: true, re: p, size };
+}
+
+/** Compile a pattern built by the rule parser itself (wildcard rules); null if refused. */
+export function compileRule(src: string): RuleMatcher | null {
+  const r = checkRegex(src, Infinity);
+  return r.ok ? r.re! : null;
 }
