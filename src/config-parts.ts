@@ -25,7 +25,6 @@ export function configParts(): ConfigPart[] {
     { name: 'listen', check: checkListen },
     { name: 'filter', check: checkFilter },
     { name: 'network', check: checkNetwork },
-    { name: 'log', check: checkLog },
   ];
   return parts;
 }
@@ -112,12 +111,4 @@ function checkNetwork(cfg: Config, report: ConfigReport): void {
     if (m) report([...m[1].split('.'), ...(m[2] !== undefined ? [Number(m[2])] : [])], m[3]);
     else report(['network'], msg);
   }
-}
-
-function checkLog(cfg: Config, report: ConfigReport): void {
-  const log = cfg.log as { mode?: string; output?: string } | undefined;
-  if (!log || log.mode === 'off' || !log.output || log.output === 'stdout' || log.output === '-') return;
-  // The query log opens its output relative to the working directory, as the server does.
-  const dir = path.dirname(path.resolve(log.output));
-  if (!fs.existsSync(dir)) report(['log', 'output'], `directory ${dir} does not exist`);
 }

@@ -43,7 +43,8 @@ export function loadConfigFile(file: string, parts: readonly ConfigPart[] = conf
   return parseConfig(text, file, parts);
 }
 
-interface Issue { path: KeyPath; message: string }
+/** `keyInMessage`: the message already names the key ("unknown key \"x.y\""). */
+interface Issue { path: KeyPath; message: string; keyInMessage?: boolean }
 
 export function parseConfig(text: string, file = '<config>', parts: readonly ConfigPart[] = configParts()): Config {
   const lc = new LineCounter();
@@ -56,7 +57,7 @@ export function parseConfig(text: string, file = '<config>', parts: readonly Con
   const raw = doc.toJS() ?? {};
   const fail = (issues: Issue[]): never => {
     const lines = issues.map((i) => ({ ...i, line: lineOf(doc, lc, i.path) }));
-    const shown = lines.slice(0, MAX_SHOWN).map((i) => `${file}:${i.line ?? '?'}: ${i.path.length ? `"${i.path.join('.')}" ` : ''}${i.message}`);
+    const shown = lines.slice(0, MAX_SHOWN).map((i) => `${file}:${i.line ?? '?'}: ${i.path.length && !i.keyInMessage ? `"${i.path.join('.')}" ` : ''}${i.message}`);
     if (lines.length > MAX_SHOWN) shown.push(`(${lines.length - MAX_SHOWN} more)`);
     throw new ConfigError(shown.join('\n'), file, lines[0].line, lines[0].path.join('.'));
   };
@@ -91,11 +92,11 @@ function schemaIssues(errors: ErrorObject[]): Issue[] {
     if (err.keyword === 'additionalProperties') {
       const extra = (err.params as { additionalProperty: string }).additionalProperty;
       const known = Object.keys((err.parentSchema as { properties?: object } | undefined)?.properties ?? {});
-      issue = { path: [...keyPath, extra], message: `unknown key${didYouMean(extra, known)}${known.length && known.length <= 12 && !didYouMean(extra, known) ? `; allowed: ${known.join(', ')}` : ''}` };
+      issue = { path: [...keyPath, extra], keyInMessage: true, message: `unknown key "${[...keyPath, extra].join('.')}"${didYouMean(extra, known)}${known.length && known.length <= 12 && !didYouMean(extra, known) ? `; allowed: ${known.join(', ')}` : ''}` };
       rank = 0;
     } else if (err.keyword === 'required') {
       const missing = (err.params as { missingProperty: string }).missingProperty;
-      issue = { path: [...keyPath, missing], message: 'missing required key' };
+      issue = { path: [...keyPath, missing], keyInMessage: true, message: `missing required key "${[...keyPath, missing].join('.')}"` };
       rank = 0;
     } else if (err.keyword === 'enum') {
       const allowed = (err.params as { allowedValues: unknown[] }).allowedValues;

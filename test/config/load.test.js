@@ -5,7 +5,7 @@ const good = `listen:
   tproxy:
     udp: "[::]:53"
 upstreams:
-  - url: "https://dns.example/dns-query"
+  - url: "https://192.0.2.1/dns-query"
 `;
 
 t.test('a minimal config loads with defaults', async (t) => {
@@ -23,5 +23,5 @@ t.test('errors name the key and the line', async (t) => {
   t.throws(() => parseConfig('listen: {}\n', 'c.yaml'), { message: /missing required key "upstreams"/ });
   t.throws(() => parseConfig(good + 'metrics:\n  listen: "0.0.0.0:9153"\n', 'c.yaml'), { message: /c\.yaml:7: .*not loopback/ });
   t.throws(() => parseConfig('listen: [\n', 'c.yaml'), { message: /c\.yaml:\d+: YAML syntax error/ });
-  t.throws(() => parseConfig(good.replace('https://dns.example/dns-query', 'ftp://x'), 'c.yaml'), { message: /c\.yaml:5: "upstreams\.0\.url"/ });
+  t.throws(() => parseConfig(good.replace('https://192.0.2.1/dns-query', 'ftp://x'), 'c.yaml'), { message: /c\.yaml:5: "upstreams\.0\.url"/ });
 });
