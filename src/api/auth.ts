@@ -17,10 +17,10 @@ function scrypt(password: string, salt: Buffer, n: number, r: number, p: number)
 }
 
 /** `scrypt$N$r$p$salt$hash` (salt and hash in base64): self-describing, so costs can rise later. */
-export async function hashPassword(password: string): Promise<string> {
+export async function hashPassword(password: string, cost: { n: number; r: number; p: number } = { n: NEW_N, r: NEW_R, p: NEW_P }): Promise<string> {
   const salt = randomBytes(16);
-  const key = await scrypt(password, salt, NEW_N, NEW_R, NEW_P);
-  return `scrypt$${NEW_N}$${NEW_R}$${NEW_P}$${salt.toString('base64')}$${key.toString('base64')}`;
+  const key = await scrypt(password, salt, cost.n, cost.r, cost.p);
+  return `scrypt$${cost.n}$${cost.r}$${cost.p}$${salt.toString('base64')}$${key.toString('base64')}`;
 }
 
 export interface ParsedHash { n: number; r: number; p: number; salt: Buffer; key: Buffer }
@@ -52,14 +52,17 @@ export class Users {
   private readonly byName = new Map<string, string>();
   /** Verified against when the user does not exist, so a wrong name costs as long as a wrong password. */
   private dummy: string | null = null;
+  private readonly dummyCost: { n: number; r: number; p: number };
   constructor(users: User[]) {
     for (const u of users) this.byName.set(u.name, u.password);
+    const first = users.length ? parseHash(users[0]!.password) : null;
+    this.dummyCost = first && typeof first !== 'string' ? first : { n: NEW_N, r: NEW_R, p: NEW_P };
   }
 
   async check(name: string, password: string): Promise<boolean> {
     const hash = this.byName.get(name);
     if (hash === undefined) {
-      this.dummy ??= await hashPassword(randomBytes(16).toString('hex'));
+      this.dummy ??= await hashPassword(randomBytes(16).toString('hex'), this.dummyCost);
       await verifyPassword(password, this.dummy);
       return false;
     }
