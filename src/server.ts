@@ -35,6 +35,9 @@ import type { ConsoleApi } from './api/server.js';
 import { consoleConfigOf } from './api/config.js';
 import type { FilterConfig } from './filter/config.js';
 import { releaseFreedHeap } from '../native/lib/index.js';
+import type { QueryStore } from './store/types.js';
+import type { StoreObserver } from './store/observer.js';
+import type { DeviceTable } from './devices/table.js';
 import { createRateLimitStage, type RateLimitStage, type LimitsConfig } from './pipeline/ratelimit.js';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
@@ -93,6 +96,11 @@ export class DnsServer {
   dnstap: DnstapWriter | null = null;
   top: { clients: TopK; names: TopK; sampleEvery: number } | null = null;
   private audit: AuditObserver | null = null;
+  /** Query history (issue 17): null when `store: false` or it could not be opened. */
+  store: QueryStore | null = null;
+  /** Client address → device (leases, neighbour table, config names); null with `devices: false`. */
+  devices: DeviceTable | null = null;
+  private storeObserver: StoreObserver | null = null;
   drainTimeouts = 0;
   heapTrims = 0;
   private heapTrimTimer: NodeJS.Timeout | null = null;
@@ -117,7 +125,7 @@ export class DnsServer {
     this.cnameStage = this.filterStage ? new CnameInspectStage(this.filterStage) : null;
     const limits = config.limits as Partial<LimitsConfig> | undefined;
     // Over-limit drops are not malformed input: release without counting them as such.
-    this.rateLimit = limits ? createRateLimitStage(limits, this.ref.respond, (ctx) => this.pool.release(ctx)) : null;
+    this.rateLimit = limits ? createRateLimitStage(limits, this.ref.respond, (ctx) => this.sender.drop(ctx, 'ratelimit')) : null;
     this.chain = buildChain({
       ratelimit: this.rateLimit, validate: this.validate, filter: this.filterStage, cache: this.cacheStage, cname: this.cnameStage, forward: this.forward,
     }, this.sender);
@@ -173,6 +181,7 @@ export class DnsServer {
   async start(): Promise<void> {
     const cfg = this.config;
     await this.setupDnstap(cfg);
+    await this.setupHistory(cfg);
     const consoleCfg = this.role.http ? consoleConfigOf(cfg.console, cfg.baseDir) : null;
     if (consoleCfg) {
       const { ConsoleApi } = await import('./api/server.js');
@@ -214,6 +223,7 @@ export class DnsServer {
       throw new ListenError(`cannot listen: ${err.message}`, String(err.syscall ?? ''), e);
     }
     registerServerMetrics(this);
+    if (this.store || this.devices) (await import('./store/index.js')).registerStoreMetrics(this.registry, () => this.store, () => this.devices);
     collectDefaultMetrics({ register: this.registry, prefix: 'dns_tproxy_' });
     // prom-client names these gauges *_total, which Prometheus reserves for counters (promtool rejects it).
     for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
@@ -267,7 +277,29 @@ export class DnsServer {
   }
 
   topSnapshot(): { sampleEvery: number; clients: unknown[]; names: unknown[] } {
-    return { sampleEvery: this.top?.sampleEvery ?? 0, clients: this.top?.clients.top(50) ?? [], names: this.top?.names.top(50) ?? [] };
+    const d = this.devices;
+    // Clients stay keyed by address; the device name rides along when known.
+    const clients = (this.top?.clients.top(50) ?? []).map((e) => { const n = d?.lookup(e.key).name; return n ? { ...e, name: n } : e; });
+    return { sampleEvery: this.top?.sampleEvery ?? 0, clients, names: this.top?.names.top(50) ?? [] };
+  }
+
+  /** Device table and query store, before any listener opens (the first queries are recorded). */
+  private async setupHistory(cfg: Config): Promise<void> {
+    if (cfg.store === false && cfg.devices === undefined) return;
+    const { createStore, createDevices } = await import('./store/index.js');
+    const { StoreObserver } = await import('./store/observer.js');
+    const log = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => this.log(level, msg, fields);
+    this.devices = await createDevices(cfg.devices, { baseDir: cfg.baseDir, log });
+    if (this.audit) this.audit.devices = this.devices;
+    const groupOf = (ip: string): string | undefined => {
+      const e = this.filter?.engine;
+      return e ? e.groupName(e.groupOfIp(ip)) : undefined;
+    };
+    this.store = await createStore(cfg.store, { stateDir: cfg.stateDir, baseDir: cfg.baseDir, log, devices: this.devices, groupOf });
+    if (this.store) {
+      this.storeObserver = new StoreObserver(this.store, this.devices);
+      this.sender.observers.push(this.storeObserver);
+    }
   }
 
   readiness(): { ready: boolean; reasons: string[] } {
@@ -336,6 +368,9 @@ export class DnsServer {
     this.filter?.close();
     await this.queryLog?.close();
     await this.dnstap?.close();
+    this.devices?.close();
+    // After the listeners: what was answered until now is written.
+    await this.store?.close();
     if (this.http) await new Promise<void>((r) => this.http!.close(() => r()));
     this.http = null;
     await this.console?.close();

@@ -5,6 +5,8 @@ import { dnstapSchema } from '../log/dnstap-schema.js';
 import { networkSchema } from '../network/index.js';
 import { filterConfigSchema } from '../filter/config.js';
 import { limitsSchema } from '../pipeline/ratelimit.js';
+import { storeSchema } from '../store/config.js';
+import { devicesSchema } from '../devices/table.js';
 import { consoleSchema } from '../api/config.js';
 
 export function extensionSchemas(): Record<string, object> {
@@ -14,6 +16,10 @@ export function extensionSchemas(): Record<string, object> {
     dnstap: dnstapSchema,
     network: networkSchema,
     limits: limitsSchema,
+    /** Query history (issue 17): SQLite under stateDir by default, PostgreSQL with `url`, `false` for none. */
+    store: storeSchema,
+    /** Device names for client addresses: DHCP leases, neighbour table, reverse lookups, config names. */
+    devices: devicesSchema,
     console: consoleSchema,
     stats: {
       type: 'object', additionalProperties: false,

@@ -52,6 +52,8 @@ export interface QueryLogEntry {
   filter?: { action: string; list?: string; rule?: string; group?: string };
   upstream?: string;
   latencyMs: number;
+  /** The client's device (name, MAC) when known; left out when client addresses are anonymised. */
+  device?: { name?: string; mac?: string };
 }
 
 export interface QueryLogConfig {
@@ -337,6 +339,7 @@ export class QueryLog {
     if (e.filter !== undefined) o.filter = e.filter;
     if (e.upstream !== undefined) o.upstream = e.upstream;
     o.latencyMs = e.latencyMs;
+    if (e.device !== undefined && this.anon.mode === 'none') o.device = e.device;
     return JSON.stringify(o) + '\n';
   }
 

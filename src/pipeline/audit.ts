@@ -9,11 +9,14 @@ import { qtypeName } from '../metrics/counters.js';
 import { QueryLog, summarizeAnswers, type QueryLogEntry } from '../log/query-log.js';
 import type { DnstapWriter } from '../log/dnstap.js';
 import { TopK } from '../metrics/topk.js';
+import type { DeviceResolver } from '../devices/types.js';
 
 export class AuditObserver implements QueryObserver {
   constructor(private readonly log: QueryLog | null, public tap: DnstapWriter | null,
     private readonly top: { clients: TopK; names: TopK; sampleEvery: number } | null) {}
   private sampleCount = 0;
+  /** Names the client's device in log lines (set by the server once the device table is up). */
+  devices: DeviceResolver | null = null;
 
   answered(ctx: QueryContext, wire: Uint8Array, off: number, len: number): void {
     const rcode = wire[off + 3] & 0x0f;
@@ -45,6 +48,10 @@ export class AuditObserver implements QueryObserver {
       if (answers.length) entry.answers = answers;
       if (ctx.decision) entry.filter = { action: ctx.decision.kind, list: ctx.decision.list, rule: ctx.decision.rule, group: ctx.decision.group as string | undefined };
       if (ctx.upstream) entry.upstream = ctx.upstream;
+      if (this.devices) {
+        const d = this.devices.lookup(where.client);
+        if (d.name !== undefined || d.mac !== undefined) entry.device = { name: d.name, mac: d.mac };
+      }
       this.log!.write(entry);
     }
   }

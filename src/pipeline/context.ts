@@ -42,6 +42,8 @@ export class QueryContext {
   cacheStatus: CacheStatus = 'none';
   decision: FilterDecisionLike | null = null;
   upstream = '';
+  /** Latency of the upstream exchange that produced the answer, ms (0: none); for the query history. */
+  upstreamMs = 0;
   /** Set by the forward stage when every upstream attempt failed; serve-stale looks at it. */
   upstreamFailed = false;
   /** Index of the stage that holds the query; answer hooks run for the stages below it. */
@@ -80,7 +82,7 @@ export class ContextPool {
     }
     c.inUse = true;
     this.inUse++;
-    c.group = 0; c.key = ''; c.cacheStatus = 'none'; c.decision = null; c.upstream = ''; c.upstreamFailed = false;
+    c.group = 0; c.key = ''; c.cacheStatus = 'none'; c.decision = null; c.upstream = ''; c.upstreamMs = 0; c.upstreamFailed = false;
     c.depth = 0; c.ansBuf = null; c.ansLen = 0; c.conn = null;
     return c;
   }

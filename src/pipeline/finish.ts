@@ -8,6 +8,8 @@ import type { ServerCounters } from '../metrics/counters.js';
 export interface QueryObserver {
   /** Called once per answered client query, after the answer was handed to the transport. */
   answered(ctx: QueryContext, wire: Uint8Array, off: number, len: number): void;
+  /** Called once per client query dropped without an answer ('malformed', 'ratelimit'), before release. */
+  dropped?(ctx: QueryContext, reason: string): void;
 }
 
 const truncScratch = Buffer.allocUnsafe(1024);
@@ -32,6 +34,7 @@ export class AnswerSender implements AnswerSink {
       buf = truncScratch; off = 0;
     }
     c.answersByRcode[buf[off + 3] & 0x0f]++;
+    c.answerLatency.observe(ctx, performance.now());
     r.send(ctx, buf, off, len);
     const obs = this.observers;
     for (let i = 0; i < obs.length; i++) obs[i].answered(ctx, buf, off, len);
@@ -44,9 +47,11 @@ export class AnswerSender implements AnswerSink {
     this.finish(ctx);
   }
 
-  /** Validation dropped the datagram: nothing is sent. */
-  drop(ctx: QueryContext): void {
-    this.counters.malformedDropped++;
+  /** Validation (or the rate limiter) dropped the datagram: nothing is sent. */
+  drop(ctx: QueryContext, reason = 'malformed'): void {
+    if (reason === 'malformed') this.counters.malformedDropped++;
+    const obs = this.observers;
+    for (let i = 0; i < obs.length; i++) obs[i].dropped?.(ctx, reason);
     this.pool.release(ctx);
   }
 }

@@ -126,6 +126,7 @@ export class ForwardStage implements Stage {
         const n = rewriteOpt(answer, answer.length, this.info, ctx.q, out, 0);
         out[0] = ctx.buf[0]; out[1] = ctx.buf[1];
         ctx.upstream = upstream.name;
+        ctx.upstreamMs = latencyMs;
         ctx.setAnswer(out, 0, n);
         this.finish(a, out);
         return;

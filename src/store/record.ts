@@ -51,8 +51,7 @@ export function buildRecord(ctx: QueryContext, wire: Uint8Array, off: number, le
     if (d.kind === 'forward' && typeof d.upstream === 'string') r.upstream = d.upstream;
   }
   if (ctx.upstream) r.upstream = ctx.upstream;
-  const upMs = (ctx as { upstreamMs?: number }).upstreamMs;
-  if (upMs) r.upstreamLatencyMs = Math.round(upMs * 1000) / 1000;
+  if (ctx.upstreamMs) r.upstreamLatencyMs = Math.round(ctx.upstreamMs * 1000) / 1000;
   const answers = summarizeWire(wire, off, len, SUMMARY_MAX);
   if (answers.length) r.answers = answers;
   if (devices) {
