@@ -10,8 +10,13 @@ export interface ListConfig {
   name: string;
   /** Local file (relative paths resolve against opts.baseDir). */
   path?: string;
-  /** http(s) URL fetched with conditional GET and cached under stateDir. */
+  /** https URL fetched with conditional GET and cached under stateDir (http only with allowInsecure). */
   url?: string;
+  /**
+   * Allow a plain http:// `url` (default false). Even then a redirect never goes from https to http:
+   * an https URL is never downgraded.
+   */
+  allowInsecure?: boolean;
   /** Refresh period for url lists, e.g. "24h", "30m", "90s", "1d" (default 24h). */
   refresh?: string | number;
   /** Extended DNS Error code put in answers blocked by this list (default 15). */
@@ -55,6 +60,8 @@ export interface GroupConfig {
   ede?: EdeCode;
   /** Whether filter.block / filter.allow also apply to members (default true). */
   inheritGlobal?: boolean;
+  /** Encrypted-DNS bypass control for members (#19): log = count only, off = exempt. */
+  bypass?: 'log' | 'off';
 }
 
 export interface ForwardConfig {
@@ -93,12 +100,16 @@ export const filterConfigSchema: Record<'filter' | 'groups' | 'local' | 'forward
             name: { type: 'string', minLength: 1, pattern: '^[A-Za-z0-9_.:-]+$' },
             path: { type: 'string', minLength: 1 },
             url: { type: 'string', pattern: '^https?://' },
+            allowInsecure: { type: 'boolean' },
             refresh: duration,
             ede: { enum: [15, 17] },
             hosts: { enum: ['exact', 'subdomains'] },
             enabled: { type: 'boolean' },
           },
           oneOf: [{ required: ['path'] }, { required: ['url'] }],
+          // a plain-http url needs allowInsecure: true on the same list
+          if: { required: ['url'], properties: { url: { pattern: '^http://' } } },
+          then: { required: ['allowInsecure'], properties: { allowInsecure: { const: true } } },
         },
       },
       block: stringArray,
@@ -124,6 +135,8 @@ export const filterConfigSchema: Record<'filter' | 'groups' | 'local' | 'forward
         mode: { enum: modeEnum },
         ede: { enum: [15, 17] },
         inheritGlobal: { type: 'boolean' },
+        /** Encrypted-DNS bypass control for members (#19): log = count only, off = exempt. */
+        bypass: { enum: ['log', 'off'] },
       },
     },
   },

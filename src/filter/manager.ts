@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import { parseDuration, type FilterConfig, type ListConfig } from './config.js';
 import { buildEngine, FilterEngine, type ListInput, type NeighbourEntry } from './engine.js';
-import { fetchList, readCache, writeCache, type CacheMeta } from './sources.js';
+import { fetchList, readCache, urlRefusal, writeCache, type CacheMeta } from './sources.js';
 import type { BadLine, LogFn } from './types.js';
 
 export interface FilterManagerOptions {
@@ -22,6 +22,8 @@ export interface FilterManagerOptions {
   neighbourRefreshMs?: number;
   /** retry delay after a failed download (default min(refresh, 10 min)) */
   retryMs?: number;
+  /** undici dispatcher for list downloads (e.g. an Agent that trusts a private CA); default: the global one */
+  fetchDispatcher?: import('undici').Dispatcher;
 }
 
 /** How a list's source has fared: the part of ListStats that a URL list's state carries too. */
@@ -74,6 +76,7 @@ export interface FilterStats {
 interface UrlState extends SourceHealth {
   name: string;
   url: string;
+  allowInsecure: boolean;
   etag: string | null;
   lastModified: string | null;
   fetchedAt: number;
@@ -249,6 +252,10 @@ export class FilterManager {
       if (names.has(l.name)) throw new Error(`duplicate list name "${l.name}"`);
       names.add(l.name);
       if (!!l.path === !!l.url) throw new Error(`list "${l.name}": set exactly one of path or url`);
+      if (l.url) {
+        const refused = urlRefusal(l.url, l.allowInsecure === true);
+        if (refused !== null) throw new Error(`list "${l.name}": ${refused}`);
+      }
       let data: Buffer | null;
       if (l.path) {
         const file = isAbsolute(l.path) ? l.path : resolve(this.opts.baseDir, l.path);
@@ -331,6 +338,7 @@ export class FilterManager {
     let st = this.urls.get(l.name);
     if (st && st.url === url) {
       st.refreshMs = refreshMs;
+      st.allowInsecure = l.allowInsecure === true;
       if (!st.hasData) {
         // never had content: try again now
         await this.refreshOne(st);
@@ -342,7 +350,7 @@ export class FilterManager {
       return c.data;
     }
     st = {
-      name: l.name, url, etag: null, lastModified: null, fetchedAt: 0, mem: null, hasData: false,
+      name: l.name, url, allowInsecure: l.allowInsecure === true, etag: null, lastModified: null, fetchedAt: 0, mem: null, hasData: false,
       ...noHealth(), refreshMs, timer: null,
     };
     this.urls.set(l.name, st);
@@ -375,7 +383,9 @@ export class FilterManager {
     st.fetches++;
     const now = Date.now();
     try {
-      const r = await fetchList(st.url, st.hasData ? { etag: st.etag, lastModified: st.lastModified } : null, this.timeoutMs, maxBytes);
+      const r = await fetchList(st.url, st.hasData ? { etag: st.etag, lastModified: st.lastModified } : null, this.timeoutMs, maxBytes, {
+        allowInsecure: st.allowInsecure, dispatcher: this.opts.fetchDispatcher,
+      });
       st.lastRefresh = now;
       st.lastSuccess = now;
       st.lastError = null;

@@ -52,20 +52,70 @@ export type FetchResult =
   | { status: 'ok'; data: Buffer; etag: string | null; lastModified: string | null }
   | { status: 'not-modified' };
 
-/** Conditional GET with a timeout and a size cap. Throws on network/HTTP errors. */
+/** How a list may be fetched. */
+export interface FetchPolicy {
+  /** allow a plain http:// list URL (the list's `allowInsecure: true`); an https URL is never downgraded */
+  allowInsecure?: boolean;
+  /** undici dispatcher (e.g. an Agent trusting a private CA); the global one when absent */
+  dispatcher?: import('undici').Dispatcher;
+}
+
+/** Redirects followed per download, like a browser's limit but smaller: list hosts need one or two. */
+export const MAX_REDIRECTS = 5;
+
+/** Why a list URL may not be fetched under `policy`, or null. */
+export function urlRefusal(url: string, allowInsecure: boolean): string | null {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return `invalid URL "${url}"`;
+  }
+  if (u.protocol === 'https:') return null;
+  if (u.protocol === 'http:') return allowInsecure ? null : `plain http URL ${url} refused: use https, or set allowInsecure: true on this list`;
+  return `unsupported URL scheme ${u.protocol}`;
+}
+
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+
+/**
+ * Conditional GET with a timeout and a size cap. Throws on network/HTTP errors. Redirects are followed
+ * here, not by undici, so that each hop is checked: a plain-http hop only when the list allows it, and
+ * never from https to anything weaker (a hostile or compromised mirror must not be able to move a
+ * list off TLS, whatever the list's allowInsecure says).
+ */
 export async function fetchList(
   url: string,
   prev: { etag: string | null; lastModified: string | null } | null,
   timeoutMs: number,
   maxBytes: number,
+  policy: FetchPolicy = {},
 ): Promise<FetchResult> {
+  const allowInsecure = policy.allowInsecure === true;
+  const refused = urlRefusal(url, allowInsecure);
+  if (refused !== null) throw new Error(refused);
   const headers: Record<string, string> = { 'user-agent': 'dns-tproxy-filter/1', accept: 'text/plain, */*' };
   if (prev?.etag) headers['if-none-match'] = prev.etag;
   if (prev?.lastModified) headers['if-modified-since'] = prev.lastModified;
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(new Error(`timeout after ${timeoutMs} ms`)), timeoutMs);
   try {
-    const res = await lazyFetch(url, { headers, signal: ac.signal, redirect: 'follow' });
+    let current = new URL(url);
+    let res = await lazyFetch(current, { headers, signal: ac.signal, redirect: 'manual', dispatcher: policy.dispatcher });
+    for (let hops = 0; REDIRECT_STATUSES.has(res.status); hops++) {
+      await res.body?.cancel().catch(() => {});
+      const location = res.headers.get('location');
+      if (location === null) throw new Error(`HTTP ${res.status} without a Location`);
+      if (hops >= MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
+      const next = new URL(location, current);
+      if (current.protocol === 'https:' && next.protocol !== 'https:') {
+        throw new Error(`redirect from ${current.href} to ${next.href} refused: a list fetched over https is never downgraded`);
+      }
+      const why = urlRefusal(next.href, allowInsecure);
+      if (why !== null) throw new Error(`redirect to ${next.href} refused: ${why}`);
+      current = next;
+      res = await lazyFetch(current, { headers, signal: ac.signal, redirect: 'manual', dispatcher: policy.dispatcher });
+    }
     if (res.status === 304) {
       await res.body?.cancel().catch(() => {});
       return { status: 'not-modified' };

@@ -94,7 +94,7 @@ t.test('url lists: ETag/304, failure keeps old rules, restart loads from disk ca
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${server.address().port}/list.txt`;
-  const cfg = { filter: { lists: [{ name: 'remote', url, refresh: '1h' }] } };
+  const cfg = { filter: { lists: [{ name: 'remote', url, allowInsecure: true, refresh: '1h' }] } };
   const logs = [];
   const opts = { stateDir, baseDir: dir, fetchTimeoutMs: 2000, log: (l, m) => logs.push(`${l}: ${m}`) };
 
@@ -149,7 +149,7 @@ t.test('url lists: ETag/304, failure keeps old rules, restart loads from disk ca
   t.match(mgr2.stats.lists[0], { fromCache: true, rules: 1 });
 
   // restart with a stale cache (refresh elapsed) and the server down: download fails, cache still used
-  const mgr3 = await FilterManager.create({ filter: { lists: [{ name: 'remote', url, refresh: '1ms' }] } }, { ...opts, retryMs: 3_600_000 });
+  const mgr3 = await FilterManager.create({ filter: { lists: [{ name: 'remote', url, allowInsecure: true, refresh: '1ms' }] } }, { ...opts, retryMs: 3_600_000 });
   t.teardown(() => mgr3.close());
   t.equal(verdict(mgr3, 'remote2.example'), 'block');
   st = mgr3.stats.lists[0];
@@ -168,7 +168,7 @@ t.test('url list unavailable and no cache: engine still builds, error recorded',
   t.teardown(() => server.close());
   const url = `http://127.0.0.1:${server.address().port}/x`;
   const mgr = await FilterManager.create(
-    { filter: { lists: [{ name: 'r', url }], block: ['local.example'] } },
+    { filter: { lists: [{ name: 'r', url, allowInsecure: true }], block: ['local.example'] } },
     { stateDir: join(dir, 's'), baseDir: dir, fetchTimeoutMs: 1000 },
   );
   t.teardown(() => mgr.close());
@@ -188,7 +188,7 @@ t.test('download timeout', async (t) => {
   });
   const url = `http://127.0.0.1:${server.address().port}/slow`;
   const t0 = Date.now();
-  const mgr = await FilterManager.create({ filter: { lists: [{ name: 'slow', url }] } }, { stateDir: join(dir, 's'), baseDir: dir, fetchTimeoutMs: 300 });
+  const mgr = await FilterManager.create({ filter: { lists: [{ name: 'slow', url, allowInsecure: true }] } }, { stateDir: join(dir, 's'), baseDir: dir, fetchTimeoutMs: 300 });
   t.teardown(() => mgr.close());
   t.ok(Date.now() - t0 < 3000);
   t.match(mgr.stats.lists[0], { failures: 1, lastError: /timeout/ });
