@@ -19,6 +19,8 @@ import { UdpListener } from './listen/udp.js';
 import { TcpListener } from './listen/tcp.js';
 import { DotListener, TlsCredentials } from './listen/dot.js';
 import { DohListener, registerDohMetrics } from './listen/doh.js';
+import type { BypassStage } from './pipeline/bypass-stage.js';
+import { bypassStageFor, startBypass, registerBypassMetrics, type BypassController, type HistorySink } from './network/bypass.js';
 import { ClientAcl } from './listen/acl.js';
 import { IngressAcl } from './network/ingress.js';
 import { resolveNetworkConfig, type NetworkConfig } from './network/config.js';
@@ -74,6 +76,11 @@ export class DnsServer {
   readonly filterStage: FilterStage | null;
   readonly rateLimit: RateLimitStage | null;
   readonly cnameStage: CnameInspectStage | null;
+  /** Encrypted-DNS bypass control (#19): the DNS-side stage and the nft-side controller. */
+  readonly bypassStage: BypassStage | null;
+  bypass: BypassController | null = null;
+  /** The query history (src/store), when one is attached: bypass attempts are recorded there. */
+  private readonly history: HistorySink = () => (this as unknown as { store?: { append(r: Record<string, unknown>): void } | null }).store;
   private zoneBootstrap: BootstrapResolver | null = null;
   private readonly zoneForwarders = new Map<string, { stage: ForwardStage; pool: UpstreamPool }>();
   forward: ForwardStage;
@@ -126,8 +133,9 @@ export class DnsServer {
     const limits = config.limits as Partial<LimitsConfig> | undefined;
     // Over-limit drops are not malformed input: release without counting them as such.
     this.rateLimit = limits ? createRateLimitStage(limits, this.ref.respond, (ctx) => this.sender.drop(ctx, 'ratelimit')) : null;
+    this.bypassStage = bypassStageFor(this, this.ref.respond, this.history, () => this.bypass);
     this.chain = buildChain({
-      ratelimit: this.rateLimit, validate: this.validate, filter: this.filterStage, cache: this.cacheStage, cname: this.cnameStage, forward: this.forward,
+      ratelimit: this.rateLimit, validate: this.validate, bypass: this.bypassStage, filter: this.filterStage, cache: this.cacheStage, cname: this.cnameStage, forward: this.forward,
     }, this.sender);
     this.ref.chain = this.chain;
   }
@@ -194,6 +202,8 @@ export class DnsServer {
       this.filterStage.manager = await FilterManager.create(fcfg, { stateDir: cfg.stateDir, baseDir: cfg.baseDir, log: (level, msg, fields) => this.log(level, msg, fields as Record<string, unknown>) });
       if (this.console) this.filterStage.overrides = this.console.overrides;
     }
+    // Listed DoH hostnames are blocked from the first query on (their addresses follow in the background).
+    this.bypass = await startBypass(this, this.bypassStage, this.history);
     const plainAcl = new ClientAcl(cfg.listen.plainAllow);
     if (cfg.listen.tproxy.udp || cfg.listen.tproxy.tcp) {
       this.ingressAcl = new IngressAcl(resolveNetworkConfig(cfg.network as NetworkConfig | undefined),
@@ -224,6 +234,7 @@ export class DnsServer {
     }
     registerServerMetrics(this);
     if (this.store || this.devices) (await import('./store/index.js')).registerStoreMetrics(this.registry, () => this.store, () => this.devices);
+    if (this.bypassStage || this.bypass) registerBypassMetrics(this.registry, () => this.bypass, this.bypassStage);
     collectDefaultMetrics({ register: this.registry, prefix: 'dns_tproxy_' });
     // prom-client names these gauges *_total, which Prometheus reserves for counters (promtool rejects it).
     for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
@@ -366,6 +377,7 @@ export class DnsServer {
     this.upstreams.close();
     for (const z of this.zoneForwarders.values()) z.pool.close();
     this.filter?.close();
+    this.bypass?.close();
     await this.queryLog?.close();
     await this.dnstap?.close();
     this.devices?.close();

@@ -7,6 +7,7 @@ import { filterConfigSchema } from '../filter/config.js';
 import { limitsSchema } from '../pipeline/ratelimit.js';
 import { storeSchema } from '../store/config.js';
 import { devicesSchema } from '../devices/table.js';
+import { bypassSchema } from '../network/bypass.js';
 import { consoleSchema } from '../api/config.js';
 
 export function extensionSchemas(): Record<string, object> {
@@ -20,6 +21,7 @@ export function extensionSchemas(): Record<string, object> {
     store: storeSchema,
     /** Device names for client addresses: DHCP leases, neighbour table, reverse lookups, config names. */
     devices: devicesSchema,
+    bypass: bypassSchema,
     console: consoleSchema,
     stats: {
       type: 'object', additionalProperties: false,

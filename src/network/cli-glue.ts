@@ -5,6 +5,7 @@ import type { Config } from '../config/types.js';
 import type { LogFn } from '../server.js';
 import { ConfigError } from '../errors.js';
 import { parseHostPort } from '../config/address.js';
+import { bypassUpFor, bypassDownFor, bypassShowFor } from './bypass.js';
 import {
   cleanupStale,
   networkDown,
@@ -69,12 +70,15 @@ export async function upForRun(cfg: Config, log: LogFn): Promise<void> {
     notIntercepted: ingress.wanInterfaces,
     ...(ingress.note ? { note: ingress.note } : {}),
   });
+  const bypass = await bypassUpFor(cfg);
+  if (bypass) log('info', `network up: ${bypass}`);
 }
 
 /** `run --manage-network` exit: failMode open removes everything, closed keeps it. */
 export async function downForExit(cfg: Config, log: LogFn): Promise<void> {
   try {
     const { action, found } = await networkExit(netCfg(cfg));
+    if (action === 'removed') await bypassDownFor(cfg);
     if (action === 'kept') log('info', 'network rules kept (failMode closed): DNS is blocked until dns-tproxy runs again');
     else log('info', 'network down', { removed: found });
   } catch (e) {
@@ -89,15 +93,18 @@ export async function networkCommand(sub: string | undefined, cfg: Config): Prom
     case 'up':
       await networkUp(n, portsFrom(cfg));
       process.stdout.write('network up\n');
+      { const b = await bypassUpFor(cfg); if (b) process.stdout.write(`${b}\n`); }
       return 0;
     case 'down':
       await networkDown(n);
+      await bypassDownFor(cfg);
       process.stdout.write('network down\n');
       return 0;
     case 'show': {
       const r = await networkShow(n, portsFrom(cfg));
-      process.stdout.write(r.text);
-      return r.ok ? 0 : 1;
+      const b = await bypassShowFor(cfg);
+      process.stdout.write(r.text + b.text);
+      return r.ok && b.ok ? 0 : 1;
     }
     case 'rules': {
       const ingress = await readIngress(resolveNetworkConfig(n));

@@ -2,6 +2,10 @@
 //   0. (ratelimit) — first: it needs only the source address, so a flooding client costs one table
 //                  lookup per datagram (malformed ones too, which would otherwise each earn a FORMERR).
 //   1. validate  — everything after it reads the parsed question; malformed input stops here.
+//   1b. (bypass)  — encrypted-DNS bypass control (#19): after validation (it reads the question), before
+//                  the filter, because its answers (canaries, DDR naming our own listeners, listed DoH
+//                  hostnames) hold for every client whatever its filter group allows, and a DDR query
+//                  must never be forwarded (a public resolver would name itself). Groups may opt out.
 //   2. (filter)  — policy needs only the question and the client; blocked names must never reach the
 //                  cache or the network, and the client's group becomes part of the cache key.
 //   3. cache     — answers hits without the network; coalesces identical misses; serves stale.
@@ -15,6 +19,7 @@ import type { QueryContext } from './context.js';
 export interface ChainParts {
   ratelimit?: Stage | null;
   validate: Stage;
+  bypass?: Stage | null;
   filter?: Stage | null;
   cache?: Stage | null;
   cname?: Stage | null;
@@ -25,6 +30,7 @@ export function buildChain(parts: ChainParts, sink: ConstructorParameters<typeof
   const stages: Stage[] = [];
   if (parts.ratelimit) stages.push(parts.ratelimit);
   stages.push(parts.validate);
+  if (parts.bypass) stages.push(parts.bypass);
   if (parts.filter) stages.push(parts.filter);
   if (parts.cache) stages.push(parts.cache);
   if (parts.cname) stages.push(parts.cname);
