@@ -100,6 +100,8 @@ export class ConsoleApi {
   private port = 0;
   private consoleHandler: ((req: http.IncomingMessage, res: http.ServerResponse) => boolean) | null = null;
   private readonly routes: Route[] = [];
+  /** Filter build errors of list changes this API refused (health does not report them as problems). */
+  private readonly refusedByApi = new Set<string>();
   private readonly https: boolean;
   private readonly sweepTimer: NodeJS.Timeout;
 
@@ -535,7 +537,8 @@ export class ConsoleApi {
     const lists = this.listInfo();
     for (const l of lists) if (l.enabled && l.lastError) problems.push(`list ${l.name}: ${l.lastError}`);
     const fs = this.host.filter?.stats;
-    if (fs?.lastReloadError) problems.push(`last filter rebuild failed: ${fs.lastReloadError}`);
+    // A list this API refused was answered with a 400 and changed nothing: not a problem of the gateway.
+    if (fs?.lastReloadError && !this.refusedByApi.has(fs.lastReloadError)) problems.push(`last filter rebuild failed: ${fs.lastReloadError}`);
     const store = this.host.store;
     if (store && store.droppedUnwritten > 0) problems.push(`query store dropped ${store.droppedUnwritten} record(s) it could not write in time`);
     return {
@@ -571,7 +574,10 @@ export class ConsoleApi {
   /** Rebuild the filter with a candidate list state; commit it only if the build succeeds. */
   private async applyLists(state: RuntimeListsState): Promise<void> {
     const r = await this.manager().reload(this.filterConfig(this.baseFilterConfig(), state));
-    if (!r.ok) throw new ApiError(400, 'list_rejected', r.error?.message ?? 'the filter rejected the list');
+    if (!r.ok) {
+      if (r.error) { this.refusedByApi.add(r.error.message); if (this.refusedByApi.size > 100) this.refusedByApi.delete(this.refusedByApi.values().next().value!); }
+      throw new ApiError(400, 'list_rejected', r.error?.message ?? 'the filter rejected the list');
+    }
     this.lists.commit(state);
   }
 
