@@ -468,6 +468,15 @@ export class BypassController {
 
   get hostnames(): number { return this.resolved.size; }
 
+  /** Re-reads every list now (SIGHUP), then resolves new hostnames and updates the sets. */
+  async refresh(): Promise<void> {
+    for (const l of this.lists) await this.load(l);
+    await this.afterLoad();
+  }
+
+  /** Resolves, then updates the sets (tests, and a start that must see its addresses in place). */
+  async settle(): Promise<void> { await this.afterLoad(); }
+
   close(): void {
     this.closed = true;
     for (const l of this.lists) if (l.timer) clearInterval(l.timer);
