@@ -63,18 +63,20 @@ function renderRow({ r, scope, decided, onRule }) {
   </tr>`;
 }
 
-function readFilters(form) {
-  const d = new FormData(form);
-  const t = (k) => { const v = String(d.get(k) || ''); return v ? new Date(v).getTime() : 0; };
-  return { client: String(d.get('client') || '').trim(), name: String(d.get('name') || '').trim(),
-    type: String(d.get('type') || '').trim().toUpperCase(), result: String(d.get('result') || ''), from: t('from'), to: t('to') };
+/** The search form's fields (strings, as typed) → the filters applied to the search and the stream. */
+function toFilters(d) {
+  const t = (v) => (v ? new Date(v).getTime() : 0);
+  return { client: d.client.trim(), name: d.name.trim(), type: d.type.trim().toUpperCase(), result: d.result, from: t(d.from), to: t(d.to) };
 }
 
 export function Queries() {
-  const [filters, setFilters] = useState(() => {
+  // What is typed lives in `draft`, so the re-renders the stream causes never reset a field being edited.
+  const [draft, setDraft] = useState(() => {
     const p = new URLSearchParams(location.search);
-    return { client: p.get('client') ?? '', name: p.get('name') ?? '', type: p.get('type') ?? '', result: p.get('result') ?? '', from: 0, to: 0 };
+    return { client: p.get('client') ?? '', name: p.get('name') ?? '', type: p.get('type') ?? '', result: p.get('result') ?? '', from: '', to: '' };
   });
+  const [filters, setFilters] = useState(() => toFilters(draft));
+  const field = (k) => ({ name: k, value: draft[k], onInput: (e) => { const v = e.currentTarget.value; setDraft((d) => ({ ...d, [k]: v })); } });
   const [rows, setRows] = useState([]);
   const [cursor, setCursor] = useState(null);
   const [error, setError] = useState('');
@@ -137,13 +139,13 @@ export function Queries() {
 
   return html`
     <h1>Query log</h1>
-    <form class="filters" role="search" aria-label="Search queries" onSubmit=${(e) => { e.preventDefault(); setFilters(readFilters(e.currentTarget)); }}>
-      <label>Device <input name="client" value=${filters.client} placeholder="address or name" /></label>
-      <label>Name <input name="name" value=${filters.name} placeholder="contains" /></label>
-      <label>Type <input name="type" value=${filters.type} placeholder="A, AAAA…" size="6" /></label>
-      <label>Outcome <select name="result" value=${filters.result}>${OUTCOMES.map(([v, t]) => html`<option value=${v}>${t}</option>`)}</select></label>
-      <label>From <input name="from" type="datetime-local" /></label>
-      <label>To <input name="to" type="datetime-local" /></label>
+    <form class="filters" role="search" aria-label="Search queries" onSubmit=${(e) => { e.preventDefault(); setFilters(toFilters(draft)); }}>
+      <label>Device <input ...${field('client')} placeholder="address or name" /></label>
+      <label>Name <input ...${field('name')} placeholder="contains" /></label>
+      <label>Type <input ...${field('type')} placeholder="A, AAAA…" size="6" /></label>
+      <label>Outcome <select ...${field('result')} onChange=${field('result').onInput}>${OUTCOMES.map(([v, t]) => html`<option value=${v}>${t}</option>`)}</select></label>
+      <label>From <input type="datetime-local" ...${field('from')} /></label>
+      <label>To <input type="datetime-local" ...${field('to')} /></label>
       <button type="submit" class="primary">Search</button>
     </form>
     <div class="toolbar">

@@ -16,6 +16,9 @@ const CONSOLE = '10.77.0.1:8080';
 const BASE = `http://${CONSOLE}`;
 const RECORDS = Number(process.env.CONSOLE_LAB_RECORDS ?? 200_000);
 const PASSWORD = 'correct horse battery staple';
+// Expected console messages: the 401s before login, and Chromium's notice that it ignores the API's
+// Cross-Origin-Opener-Policy header on a plain-HTTP LAN origin (it applies over HTTPS or localhost).
+const IGNORED = [/status of 401/, /Cross-Origin-Opener-Policy header has been ignored/];
 
 /** Synthetic history over the last 24 h, written through the store's own append() path. */
 async function fillStore(file, n) {
@@ -48,21 +51,11 @@ if (lab) {
   const shots = process.env.CONSOLE_SCREENSHOTS ? path.resolve(ROOT, process.env.CONSOLE_SCREENSHOTS) : path.join(lab.dir, 'screenshots');
   fs.mkdirSync(shots, { recursive: true });
   const stateDir = path.join(lab.dir, 'state');
-  fs.mkdirSync(stateDir);
+  // The store's default place (store.path defaults to <stateDir>/queries.db).
   const dbFile = path.join(stateDir, 'queries.db');
-  const t0 = Date.now();
-  const written = await fillStore(dbFile, RECORDS);
-  t.equal(written, RECORDS, `${RECORDS} synthetic records written through the store API`);
-  t.comment(`filled the store with ${written} records in ${Date.now() - t0} ms`);
-
-  await lab.startUnbound();
   const listFile = path.join(lab.dir, 'ads.txt');
-  fs.writeFileSync(listFile, '||ads.wild.test^\n');
-  const { hashPassword } = await import('../../dist/api/auth.js');
-  const hash = await hashPassword(PASSWORD);
+  let hash = '';
   const config = (ttl) => baseConfig(lab, { extra: `stateDir: "${stateDir}"
-store:
-  path: "${dbFile}"
 filter:
   mode: nxdomain
   lists:
@@ -78,9 +71,24 @@ console:
     - name: admin
       password: "${hash}"
 ` });
-  const cfg = lab.writeConfig('console.yaml', config(3600));
-  let srv = await lab.startServer(cfg);
+  const cfg = path.join(lab.dir, 'console.yaml');
+  let srv = null;
   t.teardown(() => lab.stop(srv));
+
+  // Setup as a subtest: tap ends a file's plan at its first top-level assertion otherwise.
+  t.test('setup: a store of synthetic history, unbound, and dns-tproxy with the console', async (t) => {
+    fs.mkdirSync(stateDir);
+    const t0 = Date.now();
+    const written = await fillStore(dbFile, RECORDS);
+    t.equal(written, RECORDS, `${RECORDS} synthetic records written through the store API`);
+    t.comment(`filled the store with ${written} records in ${Date.now() - t0} ms`);
+    await lab.startUnbound();
+    fs.writeFileSync(listFile, '||ads.wild.test^\n');
+    const { hashPassword } = await import('../../dist/api/auth.js');
+    hash = await hashPassword(PASSWORD);
+    fs.writeFileSync(cfg, config(3600));
+    srv = await lab.startServer(cfg);
+  });
 
   const dig = (name) => lab.dig([`@${SERVER_V4}`, name, 'A', '+tries=1', '+time=3']);
   const status = (name) => /status: (\w+)/.exec(dig(name))?.[1];
@@ -93,7 +101,12 @@ console:
   };
 
   // 401s before login are expected resource errors; anything else on the console is a failure.
-  const { page, problems } = await openBrowser(t, { netns: lab.client, ignore: [/status of 401/] });
+  let page = null;
+  let problems = [];
+  const root = t;
+  t.test('setup: Chromium in the client namespace', async () => {
+    ({ page, problems } = await openBrowser(root, { netns: lab.client, ignore: IGNORED }));
+  });
   const shot = (name) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: false });
 
   t.test('a view opened without a session goes to the login page; a wrong password is refused', async (t) => {
@@ -201,42 +214,57 @@ console:
     fs.writeFileSync(qfile, Array.from({ length: 1000 }, (_, i) => `live${i}.wild.test A`).join('\n') + '\n');
     await page.goto(`${BASE}/queries`);
     await page.waitForSelector('[data-testid=stream-state]:has-text("live")', { timeout: 10_000 });
-    // Event Timing: from the input event to the next paint, for every key typed.
+    // Event Timing (in the page): from each keydown to the next paint. Entries exist only from 16 ms
+    // up, so keys without an entry took less.
     await page.evaluate(() => {
-      window.__eventDurations = [];
-      new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__eventDurations.push({ name: e.name, duration: e.duration }); })
+      window.__keys = [];
+      new PerformanceObserver((l) => { for (const e of l.getEntries()) if (e.name === 'keydown') window.__keys.push(e.duration); })
         .observe({ type: 'event', durationThreshold: 16, buffered: false });
     });
-    const perf = lab.spawnIn(lab.client, 'dnsperf', ['-s', SERVER_V4, '-d', qfile, '-l', '8', '-Q', '1000', '-c', '2'], path.join(lab.dir, 'perf-console.log'));
+    const input = page.locator('input[name=name]');
+    const typeKeys = async (n) => {
+      await page.evaluate(() => { window.__keys.length = 0; });
+      const roundTrips = [];
+      for (let i = 0; i < n; i++) {
+        const t1 = Date.now();
+        await input.press(i % 2 ? 'Backspace' : 'x');
+        await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())));
+        roundTrips.push(Date.now() - t1);
+        await sleep(100);
+      }
+      await sleep(300);
+      const slow = (await page.evaluate(() => window.__keys)).sort((a, b) => a - b);
+      roundTrips.sort((a, b) => a - b);
+      const q = (a, p) => a[Math.min(a.length - 1, Math.floor(p * a.length))];
+      // Keys without an entry count as 16 ms (an upper bound) in the quantiles.
+      const all = [...Array(Math.max(0, n - slow.length)).fill(16), ...slow].sort((a, b) => a - b);
+      return `Event Timing keydown→paint: ${n - slow.length} of ${n} keys < 16 ms, median ≤ ${Math.round(q(all, 0.5))} ms, p95 ≤ ${Math.round(q(all, 0.95))} ms, max ${Math.round(all[all.length - 1])} ms; ` +
+        `playwright round trip key+frame (includes CDP): median ${q(roundTrips, 0.5)} ms, p95 ${q(roundTrips, 0.95)} ms`;
+    };
+    const idle = await typeKeys(40);
+    const perf = lab.spawnIn(lab.client, 'dnsperf', ['-s', SERVER_V4, '-d', qfile, '-l', '10', '-Q', '1000', '-c', '2'], path.join(lab.dir, 'perf-console.log'));
     const done = new Promise((r) => perf.once('exit', r));
     await sleep(1500);
     const rowsBefore = await page.locator('tbody tr').count();
-    const input = page.locator('input[name=name]');
-    const latencies = [];
-    for (let i = 0; i < 40; i++) {
-      const t1 = Date.now();
-      await input.press(i % 2 ? 'Backspace' : 'x');
-      // A frame after the key: the keystroke is on screen.
-      await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())));
-      latencies.push(Date.now() - t1);
-      await sleep(100);
-    }
+    // Text typed while records stream in stays typed (re-renders do not reset the field).
+    await input.pressSequentially('abc', { delay: 150 });
+    await sleep(800);
+    t.equal(await input.inputValue(), 'abc', 'a search field keeps what is typed while the stream renders');
+    await input.fill('');
+    const busy = await typeKeys(40);
     await done;
     const rowsAfter = await page.locator('tbody tr').count();
-    const events = await page.evaluate(() => window.__eventDurations);
     const perfLog = fs.readFileSync(path.join(lab.dir, 'perf-console.log'), 'utf8');
     const qps = /Queries per second:\s+([\d.]+)/.exec(perfLog)?.[1];
-    latencies.sort((a, b) => a - b);
-    const keyEvents = events.filter((e) => /key|input/.test(e.name)).map((e) => e.duration).sort((a, b) => a - b);
     t.ok(rowsAfter <= 200 && rowsBefore <= 200, `the table stays bounded (${rowsBefore} → ${rowsAfter} rows)`);
     t.ok(qps && Number(qps) > 0, `dnsperf sent ${qps} queries/s`);
-    t.comment(`stream ~${qps} records/s: key → next frame, measured from playwright: median ${latencies[20]} ms, p95 ${latencies[38]} ms, max ${latencies[39]} ms`);
-    t.comment(`Event Timing entries ≥ 16 ms for key/input: ${keyEvents.length} of 40 keys${keyEvents.length ? `, max ${keyEvents[keyEvents.length - 1]} ms` : ''}`);
+    t.comment(`no stream: ${idle}`);
+    t.comment(`stream at ~${Math.round(Number(qps))} records/s: ${busy}`);
     await shot('queries-live');
   });
 
   t.test('narrow (360 px) and dark: every view renders without horizontal overflow', async (t) => {
-    const { page: phone, problems: phoneProblems } = await openBrowser(t, { netns: lab.client, viewport: { width: 360, height: 780 }, colorScheme: 'dark', ignore: [/status of 401/] });
+    const { page: phone, problems: phoneProblems } = await openBrowser(t, { netns: lab.client, viewport: { width: 360, height: 780 }, colorScheme: 'dark', ignore: IGNORED });
     await phone.goto(`${BASE}/login`);
     await phone.fill('input[name=user]', 'admin');
     await phone.fill('input[name=password]', PASSWORD);
@@ -257,6 +285,8 @@ console:
   });
 
   t.test('an expired session returns to the login page, and back to the view after login', async (t) => {
+    // Off the console while it restarts, so no poll or stream fails against a stopped server.
+    await page.goto('about:blank');
     await lab.stop(srv);
     fs.writeFileSync(cfg, config(2));
     srv = await lab.startServer(cfg);
