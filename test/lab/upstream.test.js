@@ -53,15 +53,16 @@ if (lab) {
     const before = requests(u1);
     // Paced so that the run lasts ~1.25 s: unpaced, a fast server finished all 5000 before the kill.
     const run = dnsperf(5000, 4000);
-    const started = Date.now();
-    await sleep(250);
+    // The kill must land mid-run: wait until this run's queries reach the first upstream, then note
+    // (as an order of events, not a time) that dnsperf is still running when it dies.
+    await waitFor(() => requests(u1) > before || run.proc.exitCode !== null, 20_000, 'the run reaching the first upstream');
+    const runningAtKill = run.proc.exitCode === null;
+    const askedBeforeKill = requests(u1) - before;
     await lab.stop(u1.proc, 'SIGKILL');
-    const killedAt = Date.now() - started;
     const out = await run.done;
     t.comment(out.split('\n').filter((l) => /Queries|Response codes|Run time|Average Latency|Latency StdDev/.test(l)).join('\n'));
-    const runTime = Number(/Run time \(s\):\s+([\d.]+)/.exec(out)?.[1] ?? 0);
-    t.ok(runTime * 1000 > killedAt, `the kill (${killedAt} ms) happened during the run (${runTime} s)`);
-    t.ok(requests(u1) > before, 'the killed upstream was carrying queries');
+    t.ok(runningAtKill, 'the kill happened while dnsperf was still running');
+    t.ok(askedBeforeKill > 0, `the killed upstream was carrying this run's queries (${askedBeforeKill})`);
     t.match(out, /Queries completed:\s+5000 /, 'all completed');
     t.match(out, /Queries lost:\s+0 /, 'zero lost');
     t.match(out, /Response codes:\s+NOERROR 5000 \(100\.00%\)/, 'all NOERROR');
@@ -82,20 +83,34 @@ if (lab) {
     t.equal(srv.exitCode, null, 'same dns-tproxy process');
   });
 
-  t.test('(b) one upstream frozen (SIGSTOP): answered well under the deadline; unhealthy; recovers after SIGCONT', async (t) => {
+  t.test('(b) one upstream frozen (SIGSTOP): its queries are rescued before the deadline; unhealthy; recovers after SIGCONT', async (t) => {
     const frozen = lab.unbound2;
-    // Make sure the frozen one is the one queries prefer right now (lowest EWMA is not guaranteed).
+    const hedges = () => Number(/^dns_tproxy_upstream_hedges_total (\d+)/m.exec(metrics())?.[1] ?? -1);
+    const asked0 = requests(u2);
+    const hedges0 = hedges();
     frozen.proc.kill('SIGSTOP');
     t.teardown(() => { try { frozen.proc.kill('SIGCONT'); } catch { /* gone */ } });
+    // The precondition: queries are actually sent to the frozen upstream (with `fastest` it may not be
+    // the favourite, but exploration reaches it). Query in batches of ten until it has been asked at
+    // least three of them, bounded by 40 batches.
+    let sent = 0, noerror = 0, other = 0;
     const times = [];
-    for (let i = 0; i < 30; i++) {
-      const r = dig(`frozen-${i}.wild.test`);
-      t.match(r.out, /status: NOERROR/, `query ${i} answered`);
+    for (let b = 0; b < 40 && requests(u2) - asked0 < 3; b++) {
+      const names = Array.from({ length: 10 }, () => `frozen-${seq++}.wild.test`);
+      const r = dig(names[0], names.slice(1).flatMap((n) => [n, 'A']));
+      sent += names.length;
+      noerror += (r.out.match(/status: NOERROR/g) ?? []).length;
+      other += (r.out.match(/status: (?!NOERROR)\w+/g) ?? []).length;
       times.push(r.ms);
     }
-    times.sort((a, b) => a - b);
-    t.comment(`latency while frozen: median ${times[15]} ms, max ${times.at(-1)} ms`);
-    t.ok(times.at(-1) < 1000, `every query well under the 2 s deadline (max ${times.at(-1)} ms)`);
+    const asked = requests(u2) - asked0;
+    t.comment(`${sent} queries while frozen, ${asked} sent to the frozen upstream, ${hedges() - hedges0} hedges; per batch of ten ${Math.min(...times)}..${Math.max(...times)} ms`);
+    t.ok(asked >= 3, `the frozen upstream was asked ${asked} of ${sent} queries`);
+    // A query left on the frozen upstream would end in SERVFAIL at the 2 s deadline: every one answered
+    // NOERROR means each was rescued by the other upstream, whatever the machine's speed.
+    t.equal(noerror, sent, 'every query answered NOERROR');
+    t.equal(other, 0, 'no SERVFAIL or other status');
+    t.ok(hedges() > hedges0, 'rescued by hedging to the other upstream');
     // The frozen one is marked down by the hedges (3 consecutive), but with `fastest` it only sees the
     // exploration share of queries (5 %). One query per poll gave ~150 queries in 20 s, and when half of
     // the explores still landed on the favourite, too few to be sure of 3 (it failed about one run in
@@ -110,7 +125,7 @@ if (lab) {
     }
     t.equal(healthy(u2), 0, 'dns_tproxy_upstream_healthy 0 for the frozen upstream');
     const r = dig('while-down.wild.test');
-    t.ok(r.ms < 1000, `still answered fast (${r.ms} ms)`);
+    t.match(r.out, /status: NOERROR/, 'still answered while the frozen upstream is out of rotation');
     frozen.proc.kill('SIGCONT');
     await waitFor(async () => { dig(`recover-${seq++}.wild.test`); await sleep(200); return healthy(u2) === 1; }, 45_000, 'frozen upstream healthy after SIGCONT');
     t.equal(healthy(u2), 1, 'recovered');
@@ -125,7 +140,9 @@ if (lab) {
     const r = dig('down-1.wild.test');
     t.match(r.out, /status: SERVFAIL/, 'SERVFAIL, not silence');
     t.match(r.out, /EDE: 2[23]/, 'with an Extended DNS Error');
-    t.ok(r.ms < 2500, `within the deadline (${r.ms} ms)`);
+    // The SERVFAIL+EDE is what the 2 s deadline produces; dig waits 5 s, so an answer at all shows the
+    // deadline fired first. How fast it came is the benchmark's business, not this test's.
+    t.comment(`SERVFAIL after ${r.ms} ms`);
     const stale = dig('short.lab.test');
     t.match(stale.out, /status: NOERROR/, 'expired entry served stale');
     t.match(stale.out, /short\.lab\.test\.\s+30\s+IN\s+A\s+192\.0\.2\.2/, 'stale TTL 30');
