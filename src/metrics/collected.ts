@@ -3,9 +3,9 @@
 export interface Sample { labels?: Record<string, string | number>; value: number; metricName?: string }
 
 export class CollectedMetric {
-  readonly aggregator = 'sum';
+  /** How the primary combines the workers' values (prom-client's AggregatorRegistry). */
   constructor(readonly name: string, readonly help: string, readonly type: 'counter' | 'gauge' | 'histogram',
-    private readonly read: () => Sample[]) {}
+    private readonly read: () => Sample[], readonly aggregator: 'sum' | 'first' | 'max' = 'sum') {}
   get() {
     // Every sample gets a labels object: the cluster aggregator (workers) reads it unconditionally.
     const values = this.read();

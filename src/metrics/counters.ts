@@ -1,6 +1,7 @@
 // Plain-number counters bumped on the hot path and read by the metrics collector at scrape time. No
 // prom-client call ever happens per query.
 import type { Transport } from '../pipeline/context.js';
+import { AnswerLatency } from './answer-latency.js';
 
 export class ServerCounters {
   readonly queriesByTransport: Record<Transport | 'internal', number> = { udp: 0, tcp: 0, plain: 0, dot: 0, doh: 0, internal: 0 };
@@ -10,6 +11,8 @@ export class ServerCounters {
   readonly answersByRcode = new Float64Array(24);
   truncated = 0;
   malformedDropped = 0;
+  /** Client-facing latency by how the answer was made (cache, upstream, blocked, ...). */
+  readonly answerLatency = new AnswerLatency();
 }
 
 export const QTYPE_NAMES: Record<number, string> = {

@@ -4,6 +4,7 @@ import { CollectedMetric, Sample, histogramSamples } from './collected.js';
 import { RCODE_NAMES } from '../dns/wire.js';
 import { qtypeName } from './counters.js';
 import { LATENCY_BUCKETS } from '../upstream/types.js';
+import { buildInfoLabels } from './build-info.js';
 
 export function registerServerMetrics(s: DnsServer): void {
   const r = s.registry;
@@ -11,15 +12,21 @@ export function registerServerMetrics(s: DnsServer): void {
     r.registerMetric(new CollectedMetric(`dns_tproxy_${name}`, help, type, read) as never);
   const c = s.counters;
 
-  add('queries_total', 'Client queries answered, by transport and query type.', 'counter', () => {
+  // One set of label dimensions per metric: sum() over either gives the true total.
+  add('queries_total', 'Client queries answered, by transport.', 'counter', () =>
+    (Object.keys(c.queriesByTransport) as (keyof typeof c.queriesByTransport)[])
+      .filter((t) => t !== 'internal').map((t) => ({ labels: { transport: t }, value: c.queriesByTransport[t] })));
+  add('queries_by_type_total', 'Client queries answered, by query type (OTHER: types above 255).', 'counter', () => {
     const out: Sample[] = [];
-    // Per-transport totals are exact; the qtype split is attributed to the transport label "all" to
-    // keep cardinality at transports + qtypes rather than their product.
-    for (const t of ['udp', 'tcp', 'plain', 'dot', 'doh'] as const) out.push({ labels: { transport: t, qtype: 'all' }, value: c.queriesByTransport[t] });
-    c.queriesByQtype.forEach((v, t) => { if (v > 0) out.push({ labels: { transport: 'all', qtype: qtypeName(t) }, value: v }); });
-    if (c.otherQtypes) out.push({ labels: { transport: 'all', qtype: 'OTHER' }, value: c.otherQtypes });
+    c.queriesByQtype.forEach((v, t) => { if (v > 0) out.push({ labels: { qtype: qtypeName(t) }, value: v }); });
+    if (c.otherQtypes) out.push({ labels: { qtype: 'OTHER' }, value: c.otherQtypes });
     return out;
   });
+  add('answer_latency_seconds', 'Time from receiving a client query to sending its answer, by how the answer was made.', 'histogram', () =>
+    c.answerLatency.samples('dns_tproxy_answer_latency_seconds'));
+  // Every worker runs the same build: the primary reports one of them, not their sum.
+  r.registerMetric(new CollectedMetric('dns_tproxy_build_info', 'Always 1; the labels say which build and runtime this process runs.', 'gauge',
+    () => [{ labels: buildInfoLabels(), value: 1 }], 'first') as never);
   add('answers_total', 'Answers sent, by response code.', 'counter', () => {
     const out: Sample[] = [];
     c.answersByRcode.forEach((v, i) => { if (v > 0 || i <= 5) out.push({ labels: { rcode: RCODE_NAMES[i] ?? `RCODE${i}` }, value: v }); });
