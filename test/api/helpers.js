@@ -66,26 +66,9 @@ ${withConsole ? `console:
     - name: alice
       password: "${await passwordHash()}"
 ${consoleYaml}` : ''}${extra}`;
-  let cfg;
-  let wired = true;
-  try {
-    cfg = parseConfig(yaml, path.join(dir, 'config.yaml'));
-  } catch (e) {
-    // TEMPORARY until the store (src/store/) is wired into the server: the same real store and
-    // observer, attached by hand.
-    if (!/unknown key "store"/.test(e.message)) throw e;
-    wired = false;
-    cfg = parseConfig(yaml.replace(/^store:\n  path: .*\n/m, ''), path.join(dir, 'config.yaml'));
-  }
+  const cfg = parseConfig(yaml, path.join(dir, 'config.yaml'));
   const logs = [];
   const server = new DnsServer(cfg, (level, msg, fields) => logs.push({ level, msg, ...fields }));
-  if (!wired) {
-    const { SqliteStore } = await import('../../dist/store/sqlite.js');
-    const { StoreObserver } = await import('../../dist/store/observer.js');
-    server.store = await SqliteStore.open({ path: path.join(dir, 'queries.db'), flushMs: 20 });
-    server.sender.observers.push(new StoreObserver(server.store, null));
-    t.teardown(() => server.store.close());
-  }
   await server.start();
   t.teardown(async () => { await server.close(); if (!upstream) up.close(); });
   const client = dgram.createSocket('udp4');
