@@ -80,6 +80,7 @@ metrics:
 
   t.test('a slow client is cut at the read deadline while others are served', async (t) => {
     const before = metric('read_timeout');
+    const idleBefore = metric('idle_closed');
     const slow = promisify(execFile)('ip', ['netns', 'exec', lab.client, process.execPath,
       path.join(ROOT, 'test/lab/tools/client.js'), 'slowtcp', SERVER_V4, '53', '5000'], { encoding: 'utf8' });
     // Served meanwhile.
@@ -88,8 +89,11 @@ metrics:
     }
     const r = JSON.parse((await slow).stdout);
     t.equal(r.closed, true, 'server closed the slow connection');
-    t.ok(r.afterMs >= 900 && r.afterMs < 2500, `after ${r.afterMs} ms (readTimeoutMs 1000)`);
+    // Which timer cut it is the property (read deadline, not the idle timer), not how fast: the time
+    // is only reported.
+    t.comment(`closed after ${r.afterMs} ms (readTimeoutMs 1000, idleTimeoutMs 10000)`);
     t.equal(metric('read_timeout'), before + 1, 'counted as read_timeout');
+    t.equal(metric('idle_closed'), idleBefore, 'not by the idle timer');
     t.ok(metric('accepted') > 400, 'connections counted');
   });
 }
