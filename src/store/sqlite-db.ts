@@ -107,7 +107,8 @@ export class SqliteDb {
     db.pragma('wal_autocheckpoint = 1000');
     db.exec(`
       CREATE TABLE IF NOT EXISTS str(id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE);
-      CREATE TABLE IF NOT EXISTS name(id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE);
+      -- AUTOINCREMENT: a pruned name's id is never reused, so a rollup row left pointing at it can never name another.
+      CREATE TABLE IF NOT EXISTS name(id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT NOT NULL UNIQUE);
       CREATE VIRTUAL TABLE IF NOT EXISTS name_fts USING fts5(v, content='name', content_rowid='id', tokenize='trigram');
       CREATE TABLE IF NOT EXISTS q(
         id INTEGER PRIMARY KEY, t INTEGER NOT NULL, client INTEGER NOT NULL, name INTEGER NOT NULL,
@@ -340,6 +341,7 @@ export class SqliteDb {
    */
   maintain(now = Date.now(), maxChunks = 50): number {
     let deleted = 0;
+    let pruned = false;
     const delOld = this.db.prepare('DELETE FROM q WHERE id IN (SELECT id FROM q WHERE t < ? ORDER BY t LIMIT 10000)');
     if (this.retentionDays > 0) {
       const cutoff = now - this.retentionDays * DAY;
@@ -368,13 +370,44 @@ export class SqliteDb {
         this.db.prepare('DELETE FROM agg_min WHERE m < ?').run(Math.floor(oldest.t / MINUTE));
         this.db.prepare('DELETE FROM agg_client WHERE h < ?').run(Math.floor(oldest.t / HOUR));
         this.db.prepare('DELETE FROM agg_name WHERE h < ?').run(Math.floor(oldest.t / HOUR));
+        this.pruneNames(true);
+        pruned = true;
         this.db.pragma('incremental_vacuum');
         this.db.pragma('wal_checkpoint(TRUNCATE)');
       }
     }
-    if (deleted > 0) this.db.pragma('incremental_vacuum');
+    if (deleted > 0) {
+      if (!pruned) this.pruneNames();
+      this.db.pragma('incremental_vacuum');
+    }
     this.retired += deleted;
     return deleted;
+  }
+
+  /**
+   * Removes names no record refers to any more (and their trigram entries): with many one-off names
+   * the dictionary is a large part of the file, and size retention could not converge without this.
+   */
+  pruneNames(compact = false): number {
+    const find = this.db.prepare('SELECT id, v FROM name WHERE NOT EXISTS (SELECT 1 FROM q WHERE q.name = name.id) LIMIT 20000');
+    const ftsDel = this.db.prepare("INSERT INTO name_fts(name_fts, rowid, v) VALUES ('delete', ?, ?)");
+    const del = this.db.prepare('DELETE FROM name WHERE id = ?');
+    let n = 0;
+    for (let round = 0; round < 1000; round++) {
+      const dead = find.all() as { id: number; v: string }[];
+      if (!dead.length) break;
+      this.db.transaction(() => { for (const d of dead) { ftsDel.run(d.id, d.v); del.run(d.id); } })();
+      n += dead.length;
+      if (dead.length < 20000) break;
+    }
+    if (n) {
+      this.nameIds.clear();
+      // FTS5 deletes are tombstones until segments merge: 'optimize' rewrites the index (size
+      // retention must see the space back now), 'merge' does a bounded share of that work.
+      if (compact) this.db.exec("INSERT INTO name_fts(name_fts) VALUES ('optimize')");
+      else this.db.exec("INSERT INTO name_fts(name_fts, rank) VALUES ('merge', 200)");
+    }
+    return n;
   }
 
   count(): number { return (this.db.prepare('SELECT count(*) AS n FROM q').get() as { n: number }).n; }
