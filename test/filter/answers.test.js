@@ -231,16 +231,21 @@ t.test('CNAME inspection survives pointer loops and truncation', async (t) => {
     ...q, 0, ...u16(1), ...u16(1),
     0xc0, 12, ...u16(5), ...u16(1), 0, 0, 0, 60, ...u16(4), 1, 0x78, 0xc0, rdOff & 255,
   ]);
-  const t0 = performance.now();
+  // Termination is the claim: a pointer loop followed forever would hang this test until tap's timeout
+  // fails it. (No time bound here; the cost of inspectAnswer is for bench/filter-bench.js.)
   t.equal(eng.inspectAnswer(loop, loop.length, 0), null);
   t.equal(eng.inspectAnswer(mutual, mutual.length, 0), null);
-  for (let cut = 0; cut < mutual.length; cut++) eng.inspectAnswer(mutual, cut, 0);
+  for (let cut = 0; cut < mutual.length; cut++) t.equal(eng.inspectAnswer(mutual, cut, 0), null, `cut at ${cut}`);
   const garbage = Buffer.alloc(512);
+  let seed = 0x2545f491; // fixed: a failure replays
+  const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 24);
+  let answered = 0;
   for (let i = 0; i < 200; i++) {
-    for (let j = 0; j < garbage.length; j++) garbage[j] = (Math.random() * 256) | 0;
+    for (let j = 0; j < garbage.length; j++) garbage[j] = rnd();
     garbage[6] = 0;
     garbage[7] = 50;
-    eng.inspectAnswer(garbage, garbage.length, 0);
+    const d = eng.inspectAnswer(garbage, garbage.length, 0);
+    if (d === null || d.kind === 'block') answered++;
   }
-  t.ok(performance.now() - t0 < 2000, 'terminates quickly');
+  t.equal(answered, 200, 'every garbage answer gets a verdict (null or a block), none throws');
 });
