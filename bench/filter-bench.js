@@ -2,17 +2,119 @@
 // Filter engine benchmark (not a test).
 //   npx tsc -b   (or compile src/filter)   then
 //   node --expose-gc bench/filter-bench.js [N=1000000] [format=domains|hosts|adblock] [lookups=2000000]
-// Measures: list load time (read + parse + build), RSS delta over the process
-// before the load, table bytes, and decide() cost per lookup over a mix of
-// exact hits, subdomain hits, misses and exceptions. Also compares the
-// blocked-answer write with a cache-hit style copy.
+//   node bench/filter-bench.js --regex-only [--compare-dir DIR]
+// Part 1, regex rules: the cost of one match with each engine we could use (re2js, which we use;
+// JavaScript's backtracking RegExp, which we used; re2-wasm and native re2 when --compare-dir names a
+// node_modules folder holding them, as they are not dependencies), on ordinary and hostile names, and
+// what regex rules add to decide().
+// Part 2, lists: list load time (read + parse + build), RSS delta over the process before the load,
+// table bytes, and decide() cost per lookup over a mix of exact hits, subdomain hits, misses and
+// exceptions; groupOf() and inspectAnswer() cost; the blocked-answer write against a cache-hit style copy.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FilterManager, writeBlockedAnswer } from '../dist/filter/index.js';
-import { LRUCache } from 'lru-cache';
+import { parseArgs } from 'node:util';
+import { RE2JS } from 're2js';
+import { FilterManager, buildEngine, checkRegex, writeBlockedAnswer } from '../dist/filter/index.js';
 import { domainAt, writeSynthetic } from '../rules/gen-synthetic.js';
 
+const { values: flags, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { 'regex-only': { type: 'boolean' }, 'compare-dir': { type: 'string' } },
+});
+process.argv.splice(2, Infinity, ...positionals);
+
+// ------------------------------------------------------------------ part 1: regex rules
+{
+  // Rules of the shapes found in published DNS block lists, and two hostile ones from issue #15.
+  const ordinary = [
+    '^ad[0-9]+\\.', '(^|\\.)doubleclick\\.net$', '^(.+[-_.])??adse?rv(er?|ice)?s?[0-9]*[-.]', '^track(ing)?[0-9]*\\.',
+    '^(.+[-_.])??telemetry[-_.]', '^analytics?\\.', '^metrics?[0-9]*\\.', '(^|\\.)pixel\\.', '^stats?\\.[a-z0-9-]+\\.(com|net)$', '^[a-z0-9]{32}\\.',
+  ];
+  const hostile = ['[a-z.]*[a-z.]*[a-z.]*[a-z.]*!', '^(a+)+b$'];
+  const names = {
+    'ordinary (~20 chars)': ['www.example.com', 'cdn.images.example.net', 'ad12.example.org', 'api.service.example.io'],
+    'long (253 chars)': ['a.'.repeat(126) + 'x', 'b'.repeat(60) + '.' + 'c'.repeat(60) + '.' + 'd'.repeat(60) + '.' + 'e'.repeat(70)],
+    'escaped (~1,000 chars)': ['a\\000'.repeat(200), 'a.'.repeat(499) + 'ab'],
+  };
+  const engines = [
+    ['re2js (used)', (p) => RE2JS.compile(p)],
+    ['RegExp (backtracking, before)', (p) => new RegExp(p)],
+  ];
+  if (flags['compare-dir']) {
+    const req = createRequire(join(flags['compare-dir'], 'x.js'));
+    for (const [label, name, make] of [
+      ['re2-wasm', 're2-wasm', (m) => (p) => new m.RE2(p, 'u')],
+      ['re2 (native addon)', 're2', (m) => (p) => new m(p, 'u')],
+    ]) {
+      try {
+        engines.push([label, make(req(name))]);
+      } catch (e) {
+        console.log(`${label}: not loadable from ${flags['compare-dir']} (${e.code ?? e.message})`);
+      }
+    }
+  }
+  const perMatch = (re, list, budgetMs) => {
+    // As many rounds as fit in the budget (at least one), so a slow engine cannot stall the bench.
+    let n = 0;
+    const t0 = performance.now();
+    do {
+      for (const name of list) re.test(name);
+      n += list.length;
+    } while (performance.now() - t0 < budgetMs);
+    return ((performance.now() - t0) * 1e6) / n;
+  };
+  const fmt = (ns) => (ns >= 1e6 ? `${(ns / 1e6).toFixed(1)} ms` : ns >= 1e4 ? `${(ns / 1e3).toFixed(1)} µs` : `${ns.toFixed(0)} ns`);
+  console.log(`regex rules: cost of one match (mean over the ${ordinary.length} ordinary rules; hostile rules one by one)`);
+  const head = ['engine', 'compile', ...Object.keys(names).map((k) => `ordinary rules, ${k}`), ...hostile.map((h) => `/${h}/, 1,000 chars`)];
+  const rows = [head];
+  for (const [label, make] of engines) {
+    const t0 = performance.now();
+    const compiled = ordinary.map(make);
+    const compileUs = ((performance.now() - t0) * 1000) / ordinary.length;
+    const row = [label, `${compileUs.toFixed(0)} µs`];
+    for (const list of Object.values(names)) {
+      for (const re of compiled) perMatch(re, list, 2); // warm-up
+      row.push(fmt(compiled.reduce((a, re) => a + perMatch(re, list, 40), 0) / compiled.length));
+    }
+    for (const h of hostile) {
+      if (label.startsWith('RegExp')) {
+        row.push('not run (exponential / polynomial: seconds to hours)');
+        continue;
+      }
+      const re = make(h);
+      row.push(fmt(perMatch(re, [names['escaped (~1,000 chars)'][1], 'a'.repeat(999) + 'c'], 100)));
+    }
+    rows.push(row);
+  }
+  const widths = head.map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
+  for (const r of rows) console.log(r.map((c, i) => String(c).padEnd(widths[i])).join('  '));
+  const sizes = ordinary.map((p) => checkRegex(p).size);
+  console.log(`compiled program sizes of the ordinary rules: ${sizes.join(', ')} instructions (cap ${256})`);
+
+  // What regex rules add to decide(): a 100,000-domain list alone, then with the ordinary rules.
+  const lines = Array.from({ length: 100_000 }, (_, i) => domainAt(i)).join('\n');
+  const plain = await buildEngine({ filter: { lists: [{ name: 'l', path: 'l' }] } }, [{ name: 'l', data: Buffer.from(lines) }]);
+  const withRx = await buildEngine({ filter: { lists: [{ name: 'l', path: 'l' }] } }, [{ name: 'l', data: Buffer.from(lines + '\n' + ordinary.map((p) => `/${p}/`).join('\n')) }]);
+  const qs = Array.from({ length: 4096 }, (_, i) => Buffer.from(i & 1 ? domainAt(i * 7) : domainAt(200_000 + i), 'latin1').toString('latin1'));
+  const decideNs = (eng) => {
+    for (let i = 0; i < 200_000; i++) eng.decide(qs[i & 4095], 1, 0);
+    let best = Infinity;
+    for (let r = 0; r < 5; r++) {
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < 500_000; i++) eng.decide(qs[i & 4095], 1, 0);
+      best = Math.min(best, Number(process.hrtime.bigint() - t0) / 500_000);
+    }
+    return best;
+  };
+  console.log(`decide(), 100,000 domains, half hits: ${decideNs(plain).toFixed(0)} ns without regex rules; ` +
+    `${decideNs(withRx).toFixed(0)} ns with the ${ordinary.length} ordinary regex rules (every miss tries each of them)`);
+  console.log('');
+}
+if (flags['regex-only']) process.exit(0);
+
+// ------------------------------------------------------------------ part 2: lists
 const N = Number(process.argv[2] ?? 1_000_000);
 const FORMAT = process.argv[3] ?? 'domains';
 const LOOKUPS = Math.max(1_000_000, Number(process.argv[4] ?? 2_000_000));
@@ -108,13 +210,13 @@ const writeNs = best(() => {
   for (let i = 0; i < W; i++) writeBlockedAnswer(query, 0, query.length, qEnd, 1, false, false, d, out, 0);
   return Number(process.hrtime.bigint() - t) / W;
 });
-// cache-hit model: LRU keyed by qname+qtype, copy the stored response, patch the ID
-const lru = new LRUCache({ max: 100_000 });
-for (let i = 0; i < Q; i++) lru.set(queries[i] + '/1', Buffer.alloc(80, i & 255));
+// cache-hit model: a Map keyed by qname+qtype, copy the stored response, patch the ID
+const responses = new Map();
+for (let i = 0; i < Q; i++) responses.set(queries[i] + '/1', Buffer.alloc(80, i & 255));
 const cacheNs = best(() => {
   const t = process.hrtime.bigint();
   for (let i = 0; i < W; i++) {
-    const v = lru.get(queries[i & (Q - 1)] + '/1');
+    const v = responses.get(queries[i & (Q - 1)] + '/1');
     v.copy(out, 0);
     out[0] = query[0];
     out[1] = query[1];
@@ -149,7 +251,7 @@ const rows = [
   ['decide() 4 extra labels', `${deepNs.toFixed(0)} ns`],
   ['decide() exception', `${exceptNs.toFixed(0)} ns`],
   ['writeBlockedAnswer (nxdomain+SOA)', `${writeNs.toFixed(0)} ns`],
-  ['LRU response-cache hit (get+copy)', `${cacheNs.toFixed(0)} ns`],
+  ['Map response-cache model (get+copy)', `${cacheNs.toFixed(0)} ns`],
   ['decide + write, mixed queries', `${pathNs.toFixed(0)} ns`],
   ['full rebuild (reload)', `${reloadMs.toFixed(0)} ms`],
 ];
