@@ -66,28 +66,49 @@ export function useApi(path, deps = [], { every } = {}) {
   return { ...state, reload: () => setTick((t) => t + 1) };
 }
 
-/** Minimum time between two renders of streamed records: at 1,000 records/s the table is redrawn
- *  about five times a second, not per record or per frame, so typing and clicking stay responsive. */
+/** Minimum time between two renders of streamed records: a quiet stream shows up within 200 ms; a busy
+ *  one (more than BUSY_BATCH records since the last render) is redrawn once a second, since the table
+ *  shows only the newest rows anyway and redrawing all of them five times a second would compete with
+ *  typing and clicking. */
 export const STREAM_RENDER_MS = 200;
+export const STREAM_BUSY_RENDER_MS = 1000;
+const BUSY_BATCH = 50;
+/** Records held between renders (a hidden tab gets no animation frames): the newest are kept. */
+const PENDING_MAX = 1000;
 
 /** Server-sent events from /api/v1/stream, batched: `onBatch` gets arrays on an animation frame, at
- *  most once per STREAM_RENDER_MS. */
+ *  most once per STREAM_RENDER_MS (STREAM_BUSY_RENDER_MS when busy). */
 export function openStream(onBatch, onState) {
   let pending = [];
   let scheduled = false;
   let last = 0;
-  const flush = () => { scheduled = false; last = performance.now(); const b = pending; pending = []; if (b.length) onBatch(b); };
+  let interval = STREAM_RENDER_MS;
+  const flush = () => {
+    scheduled = false;
+    last = performance.now();
+    const b = pending;
+    pending = [];
+    interval = b.length > BUSY_BATCH ? STREAM_BUSY_RENDER_MS : STREAM_RENDER_MS;
+    if (b.length) onBatch(b);
+  };
   const es = new EventSource('/api/v1/stream');
   const onRecord = (ev) => {
     try { pending.push(JSON.parse(ev.data)); } catch { return; }
+    if (pending.length > 2 * PENDING_MAX) pending = pending.slice(-PENDING_MAX);
     if (!scheduled) {
       scheduled = true;
-      setTimeout(() => requestAnimationFrame(flush), Math.max(0, STREAM_RENDER_MS - (performance.now() - last)));
+      setTimeout(() => requestAnimationFrame(flush), Math.max(0, interval - (performance.now() - last)));
     }
   };
   es.addEventListener('message', onRecord);
   es.addEventListener('query', onRecord);
+  let skipped = 0;
   es.addEventListener('open', () => onState?.('live'));
+  // The server drops the oldest records for a client that cannot keep up, and says how many.
+  es.addEventListener('dropped', (ev) => {
+    try { skipped += JSON.parse(ev.data).dropped; } catch { return; }
+    onState?.(`live, ${skipped} records skipped by the server`);
+  });
   es.addEventListener('error', () => {
     onState?.('reconnecting');
     // EventSource hides the status code; ask the API whether the session is still valid.

@@ -105,7 +105,7 @@ export function Queries() {
   useEffect(() => openStream((batch) => {
     const f = filtersRef.current;
     if (f.to) return; // a closed time range does not take new records
-    const fresh = batch.filter((r) => matches(r, f)).reverse();
+    const fresh = batch.filter((r) => matches(r, f)).reverse().slice(0, MAX_ROWS);
     if (!fresh.length) return;
     if (!liveRef.current) { held.current = [...fresh, ...held.current].slice(0, MAX_ROWS); setStreamState(`paused, ${held.current.length}${held.current.length >= MAX_ROWS ? '+' : ''} new`); return; }
     setRows((old) => {

@@ -22,7 +22,7 @@ export function browserUnavailable() {
  * namespace. `problems` collects, for all
  * pages of the context: CSP violations (event and console report), console errors and page errors.
  */
-export async function openBrowser(t, { viewport = { width: 1280, height: 900 }, colorScheme = 'light', ignore = [], netns } = {}) {
+export async function openBrowser(t, { viewport = { width: 1280, height: 900 }, colorScheme = 'light', ignore = [], netns, onlyHost } = {}) {
   const { chromium } = await import('playwright-core');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'console-chromium-'));
   let executablePath = CHROMIUM;
@@ -33,7 +33,10 @@ export async function openBrowser(t, { viewport = { width: 1280, height: 900 }, 
     fs.writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec '${netns}' ${CHROMIUM} "$@"\n`, { mode: 0o755 });
   }
   const profile = path.join(dir, 'profile');
-  const ctx = await chromium.launchPersistentContext(profile, { executablePath, headless: true, args: ARGS, viewport, colorScheme });
+  // `onlyHost`: Chromium resolves no name at all (its own background lookups would otherwise go
+  // through the lab's DNS interception and into the query log under test).
+  const args = onlyHost ? [...ARGS, `--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE ${onlyHost}`] : ARGS;
+  const ctx = await chromium.launchPersistentContext(profile, { executablePath, headless: true, args, viewport, colorScheme });
   const problems = [];
   t.teardown(async () => { await ctx.close().catch(() => {}); fs.rmSync(dir, { recursive: true, force: true }); });
   // Runs before any page script; a CSP violation event bubbles to document.

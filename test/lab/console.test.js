@@ -105,7 +105,7 @@ console:
   let problems = [];
   const root = t;
   t.test('setup: Chromium in the client namespace', async () => {
-    ({ page, problems } = await openBrowser(root, { netns: lab.client, ignore: IGNORED }));
+    ({ page, problems } = await openBrowser(root, { netns: lab.client, onlyHost: '10.77.0.1', ignore: IGNORED }));
   });
   const shot = (name) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: false });
 
@@ -137,6 +137,9 @@ console:
       return kpi && kpi.textContent !== '…' && document.querySelectorAll('.uplot').length >= 3;
     }, null, { timeout: 30_000 });
     overviewMs = Date.now() - start;
+    const api = await page.evaluate(() => performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/v1/'))
+      .map((e) => `${new URL(e.name).pathname.slice(8)} ${Math.round(e.duration)} ms`).join(', '));
+    t.comment(`API calls during that load: ${api}`);
     const total = Number((await page.textContent('[data-testid=kpi-total]')).replace(/,/g, ''));
     t.ok(total > 0, `the overview shows ${total} queries in the last hour`);
     const nav = await page.evaluate(() => performance.getEntriesByType('navigation')[0]?.toJSON());
@@ -264,7 +267,7 @@ console:
   });
 
   t.test('narrow (360 px) and dark: every view renders without horizontal overflow', async (t) => {
-    const { page: phone, problems: phoneProblems } = await openBrowser(t, { netns: lab.client, viewport: { width: 360, height: 780 }, colorScheme: 'dark', ignore: IGNORED });
+    const { page: phone, problems: phoneProblems } = await openBrowser(t, { netns: lab.client, onlyHost: '10.77.0.1', viewport: { width: 360, height: 780 }, colorScheme: 'dark', ignore: IGNORED });
     await phone.goto(`${BASE}/login`);
     await phone.fill('input[name=user]', 'admin');
     await phone.fill('input[name=password]', PASSWORD);
