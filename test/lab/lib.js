@@ -190,8 +190,9 @@ ${extra}
   }
 
   /** Starts dns-tproxy in the gateway namespace and waits until it answers through TPROXY. */
-  /** `cli`: another build's cli.js (benchmarks compare builds in one lab). */
-  async startServer(configPath, { waitName = 'a.lab.test', args = [], wait = true, nodeArgs = [], cli = path.join(ROOT, 'dist/cli.js') } = {}) {
+  /** `cli`: another build's cli.js (benchmarks compare builds in one lab; DNS_TPROXY_CLI runs a test
+   * file against another build, e.g. an older commit's, to show that its checks fail there). */
+  async startServer(configPath, { waitName = 'a.lab.test', args = [], wait = true, nodeArgs = [], cli = process.env.DNS_TPROXY_CLI || path.join(ROOT, 'dist/cli.js') } = {}) {
     const log = path.join(this.dir, `server-${this.procs.length}.log`);
     const proc = this.spawnIn(this.gw, process.execPath, [...nodeArgs, cli, 'run', '--config', configPath, ...args], log);
     proc.logPath = log;
