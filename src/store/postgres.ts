@@ -19,6 +19,8 @@ export interface PgStoreOptions extends BatchingOptions {
   table?: string;
   /** Partition upkeep interval, ms (0: only at open). */
   maintainEveryMs?: number;
+  /** Wall clock for partition upkeep (tests fix it). */
+  clock?: () => number;
 }
 
 const DAY = 86_400_000;
@@ -111,7 +113,7 @@ export class PgStore extends BatchingStore {
   }
 
   /** Creates today's and the next days' partitions; drops those past retention. Returns partitions dropped. */
-  async maintain(now = Date.now()): Promise<number> {
+  async maintain(now = (this.opts.clock ?? Date.now)()): Promise<number> {
     const T = this.table;
     const today = Math.floor(now / DAY) * DAY;
     const c = await this.pool.connect();
