@@ -185,7 +185,9 @@ export function parseRule(line: string, opts: { hostsScope?: number; regexMaxLen
   const isIp = /^[0-9.]+$/.test(ip) || ip.includes(':');
   // cosmetic / scriptlet / HTML filtering rules. Not on a hosts line, where "#" starts a comment
   // ("127.0.0.1 ads.example #@# note" blocks ads.example, as the list parser's fast path reads it).
-  if (!(hostsShaped && isIp) && /#[@?$%]*#|\$\$|#@\$?#/.test(s)) return { t: 'unsupported', reason: 'cosmetic rule' };
+  // Nor on a whole /regex/ line, where "##" or "$$" are pattern text.
+  const regexLine = /^(@@)?\/.*\/$/.test(s);
+  if (!(hostsShaped && isIp) && !regexLine && /#[@?$%]*#|\$\$|#@\$?#/.test(s)) return { t: 'unsupported', reason: 'cosmetic rule' };
 
   // hosts line
   if (hostsShaped) {

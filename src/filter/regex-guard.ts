@@ -28,11 +28,13 @@ export interface RegexCheck {
 }
 
 /**
- * A `{n}`/`{n,}`/`{n,m}` count written with a leading zero: JavaScript reads `{01,}` as a repeat,
- * RE2 as the literal text "{01,}". Refused, so that a rule never means something else than its author
- * read it as. Returns the offending text or null.
+ * Counts RE2 and JavaScript disagree on, or that cannot fit the program cap: a `{n}`/`{n,}`/`{n,m}`
+ * written with a leading zero (JavaScript reads `{01,}` as a repeat, RE2 as the literal text "{01,}";
+ * refused so that a rule never means something else than its author read it as), and a count above
+ * MAX_PROGRAM_SIZE (refused before compiling: compiling `[a-z]{1000}` alone costs milliseconds, and a
+ * list can hold many). Returns the reason or null.
  */
-function leadingZeroCount(src: string): string | null {
+function repeatCountProblem(src: string): string | null {
   let inClass = false;
   for (let i = 0; i < src.length; i++) {
     const c = src[i];
@@ -52,7 +54,8 @@ function leadingZeroCount(src: string): string | null {
     }
     if (c === '{') {
       const m = /^\{(\d+)(?:,(\d*))?\}/.exec(src.slice(i));
-      if (m && (/^0\d/.test(m[1]!) || /^0\d/.test(m[2] ?? ''))) return m[0];
+      if (m && (/^0\d/.test(m[1]!) || /^0\d/.test(m[2] ?? ''))) return `repeat count with a leading zero (RE2 reads it as text, JavaScript as a count): ${m[0]}`;
+      if (m && (Number(m[1]) > MAX_PROGRAM_SIZE || Number(m[2] || 0) > MAX_PROGRAM_SIZE)) return `repeat count above ${MAX_PROGRAM_SIZE}: ${m[0]}`;
     }
   }
   return null;
@@ -68,8 +71,8 @@ function programSize(p: RE2JS): number | null {
 export function checkRegex(src: string, maxLength = 512): RegexCheck {
   if (src.length === 0) return { ok: false, reason: 'empty regex' };
   if (src.length > maxLength) return { ok: false, reason: `regex longer than ${maxLength} characters` };
-  const zero = leadingZeroCount(src);
-  if (zero !== null) return { ok: false, reason: `repeat count with a leading zero (RE2 reads it as text, JavaScript as a count): ${zero}` };
+  const countProblem = repeatCountProblem(src);
+  if (countProblem !== null) return { ok: false, reason: countProblem };
   let p: RE2JS;
   try {
     p = RE2JS.compile(src);

@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const CRASHERS = path.join(HERE, 'crashers');
-const TARGETS = ['query', 'answer', 'tcp', 'rules', 'h2']; // same order as targets.mjs
+const TARGETS = ['query', 'answer', 'tcp', 'rules', 'h2', 'regex']; // same order as targets.mjs
 
 function runWorker(workerData, hangMs, onFinding) {
   const ctrl = new SharedArrayBuffer(16);
@@ -67,8 +67,8 @@ export function saveFinding(f, dir = CRASHERS) {
   return bin;
 }
 
-/** One fuzz round. Returns { executions, perTarget, findings, seconds }. */
-export async function fuzz({ executions = Infinity, seconds = 60, seed = crypto.randomInt(2 ** 31), hangMs = 5000, slowMs = 1000, save = true } = {}) {
+/** One fuzz round. Returns { executions, perTarget, findings, seconds }. New findings are saved under crashersDir. */
+export async function fuzz({ executions = Infinity, seconds = 60, seed = crypto.randomInt(2 ** 31), hangMs = 5000, slowMs = 1000, save = true, crashersDir = CRASHERS } = {}) {
   const findings = [];
   const t0 = Date.now();
   // One saved crasher per signature of an open bug: found again, it is reported, not saved again. A
@@ -76,7 +76,7 @@ export async function fuzz({ executions = Infinity, seconds = 60, seed = crypto.
   // symptom (a regression or a second bug), which is saved and reported as NEW.
   const known = new Map(listCrashers().filter((c) => c.status === 'open').map((c) => [c.signature, c.bin]));
   const res = await runWorker({ mode: 'fuzz', executions, seconds, seed, slowMs }, hangMs, (f) => {
-    const file = known.get(f.signature) ?? (save ? saveFinding(f) : null);
+    const file = known.get(f.signature) ?? (save ? saveFinding(f, crashersDir) : null);
     findings.push({ ...f, file, known: known.has(f.signature) });
   });
   return { seed, executions: res.executions, perTarget: res.perTarget ?? {}, findings, seconds: (Date.now() - t0) / 1000, hung: Boolean(res.hung) };

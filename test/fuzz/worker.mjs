@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { targets, targetNames, setCorpusQueries } from './targets.mjs';
 import { Rng, mutateDns, mutateBytes, mutateRules } from './mutate.mjs';
+import { makeRegexInput } from './regex-target.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 if (!parentPort || !workerData) {
@@ -23,6 +24,7 @@ function load(dir) {
 }
 
 const corpus = { query: load('query'), answer: load('answer'), tcp: load('tcp'), rules: load('rules') };
+const regexSeeds = load('regex').flatMap((b) => b.toString('utf8').split('\n').filter(Boolean));
 setCorpusQueries(corpus.query);
 const answerBodies = corpus.answer.map((b) => b.subarray(1));
 const dnsSeeds = [...corpus.query, ...answerBodies];
@@ -49,6 +51,7 @@ function makeInput(target, r) {
       return Buffer.concat([s, body]);
     }
     case 'rules': return mutateRules(r.pick(corpus.rules), r);
+    case 'regex': return makeRegexInput(r, regexSeeds);
     case 'h2': {
       const head = Buffer.alloc(5);
       head.writeUInt32LE(r.u32());
@@ -93,7 +96,7 @@ function h2Stream(requests, r) {
 }
 
 // Relative effort per target: the wire code is cheapest and most exposed.
-const WEIGHTS = { query: 40, answer: 35, tcp: 10, rules: 15, h2: 10 };
+const WEIGHTS = { query: 40, answer: 35, tcp: 10, rules: 15, h2: 10, regex: 5 };
 const wheel = targetNames.flatMap((n) => Array(WEIGHTS[n] ?? 10).fill(n));
 
 function signature(target, msg) {
