@@ -1,7 +1,7 @@
 // Overview: problems first (a list failing to refresh, an upstream down, bypass attempts), then
 // rates over the chosen window (GET /api/v1/stats), top devices / names / blocked names, and
 // upstream health (GET /api/v1/health).
-import { html, useState, useMemo, useApi, listOf, fmtNum, fmtPct, fmtMs, fmtAgo, navigate, toMs } from '../lib.js';
+import { html, useState, useEffect, useMemo, useApi, listOf, fmtNum, fmtPct, fmtMs, fmtAgo, navigate, toMs } from '../lib.js';
 import { Chart } from '../chart.js';
 
 const WINDOWS = [['1h', 3_600_000], ['6h', 21_600_000], ['24h', 86_400_000], ['7d', 604_800_000]];
@@ -31,9 +31,11 @@ function Top({ title, entries, onPick }) {
 export function Overview() {
   const [win, setWin] = useState('1h');
   const span = WINDOWS.find((w) => w[0] === win)[1];
-  const [now] = useState(() => Date.now());
+  // The window slides: every 30 s `now` moves, the URLs change and the data is fetched again.
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => { const t = setInterval(() => setNow(Date.now()), 30_000); return () => clearInterval(t); }, []);
   const to = Math.ceil(now / 60_000) * 60_000;
-  const stats = useApi(`stats?from=${to - span}&to=${to}&step=${Math.max(60_000, Math.round(span / 120 / 60_000) * 60_000)}`, [win], { every: 30_000 });
+  const stats = useApi(`stats?from=${to - span}&to=${to}&step=${Math.max(60_000, Math.round(span / 120 / 60_000) * 60_000)}`, [win]);
   const health = useApi('health', [], { every: 15_000 });
   const s = stats.data;
   const series = useMemo(() => {
@@ -49,7 +51,8 @@ export function Overview() {
       upstreamMs, hasLatency: upstreamMs.some((v) => v != null),
     };
   }, [s]);
-  const bypass = useApi(`queries?result=bypass&from=${to - 3_600_000}&limit=100`, [], { every: 60_000 });
+  // Asked after the stats, so the charts never wait behind this search in the store.
+  const bypass = useApi(stats.data ? `queries?result=bypass&from=${to - 3_600_000}&limit=100` : null, []);
   const problems = problemsOf(health.data, listOf(bypass.data).length);
   const upstreams = listOf(health.data?.upstreams, 'upstreams');
   return html`

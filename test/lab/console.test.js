@@ -74,6 +74,14 @@ console:
   const cfg = path.join(lab.dir, 'console.yaml');
   let srv = null;
   t.teardown(() => lab.stop(srv));
+  // Opening a large store can take longer than startServer's own 20 s wait on a busy machine.
+  const start = async () => {
+    srv = await lab.startServer(cfg, { wait: false });
+    await waitFor(() => {
+      if (srv.exitCode !== null) throw new Error(`dns-tproxy exited: ${fs.readFileSync(srv.logPath, 'utf8')}`);
+      return /status: NOERROR/.test(lab.dig([`@${SERVER_V4}`, 'a.lab.test', 'A', '+tries=1', '+time=1'], true));
+    }, 120_000, 'dns-tproxy answering through TPROXY');
+  };
 
   // Setup as a subtest: tap ends a file's plan at its first top-level assertion otherwise.
   t.test('setup: a store of synthetic history, unbound, and dns-tproxy with the console', async (t) => {
@@ -87,7 +95,9 @@ console:
     const { hashPassword } = await import('../../dist/api/auth.js');
     hash = await hashPassword(PASSWORD);
     fs.writeFileSync(cfg, config(3600));
-    srv = await lab.startServer(cfg);
+    await start();
+    const started = Date.now() - t0;
+    t.comment(`dns-tproxy answering ${started} ms after the start of the setup`);
   });
 
   const dig = (name) => lab.dig([`@${SERVER_V4}`, name, 'A', '+tries=1', '+time=3']);
@@ -291,14 +301,16 @@ console:
     // Off the console while it restarts, so no poll or stream fails against a stopped server.
     await page.goto('about:blank');
     await lab.stop(srv);
-    fs.writeFileSync(cfg, config(2));
-    srv = await lab.startServer(cfg);
+    fs.writeFileSync(cfg, config(5));
+    await start();
     await page.goto(`${BASE}/login`);
     await page.fill('input[name=user]', 'admin');
     await page.fill('input[name=password]', PASSWORD);
     await page.click('button[type=submit]');
-    await page.waitForURL(`${BASE}/`);
-    await sleep(3000); // idle longer than sessionTtlSeconds: 2
+    await page.waitForSelector('nav a[href="/devices"]');
+    // The overview's first requests done, idle longer than sessionTtlSeconds: 5.
+    await page.waitForFunction(() => document.querySelector('[data-testid=kpi-total]')?.textContent !== '…');
+    await sleep(7000);
     await page.click('nav a[href="/devices"]');
     await page.waitForURL(/\/login\?next=%2Fdevices$/, { timeout: 20_000 });
     t.pass('expired: on /login?next=/devices');
