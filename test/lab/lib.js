@@ -50,6 +50,9 @@ export function openLab(t, tools = [], opts = {}) {
   }
   const lab = new Lab(opts).up();
   t.teardown(() => lab.down());
+  // An error thrown at a test file's top level (a server that never came up) ends the process
+  // without running t.teardown: without this, its namespaces and processes would be left behind.
+  process.once('exit', () => lab.downNow());
   return lab;
 }
 
@@ -239,6 +242,15 @@ ${extra}
     proc.kill(signal);
     await Promise.race([done, sleep(5000)]);
     if (proc.exitCode === null && !proc.signalCode) { proc.kill('SIGKILL'); await done; }
+  }
+
+  /** Synchronous teardown, for process exit. */
+  downNow() {
+    if (this.closed) return;
+    this.closed = true;
+    for (const p of this.procs) if (p.exitCode === null && !p.signalCode) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
+    for (const ns of [this.client, this.gw, this.far]) { try { sh('ip', ['netns', 'del', ns]); } catch { /* already gone */ } }
+    if (!process.env.KEEP_LAB) fs.rmSync(this.dir, { recursive: true, force: true });
   }
 
   async down() {
