@@ -143,6 +143,7 @@ t.test('regex rules: RE2 semantics, unsupported syntax refused with a reason', a
       '/[unterminated/',
       '/^(.+\\.)?track[0-9]*\\.example$/$important',
       '@@/^ad9\\./',
+      '/^ads##x$/',
       '/^(a+){01,}$/',
       '/[a-z]{200}[0-9]{200}/',
     ].join('\n'),
@@ -156,6 +157,7 @@ t.test('regex rules: RE2 semantics, unsupported syntax refused with a reason', a
   t.equal(verdict(eng, 'www.evil.example'), 'block', '(\\w+\\.)+evil');
   // A long name of the shape that makes a backtracking engine explode is answered (and not blocked).
   t.equal(verdict(eng, 'a'.repeat(250)), 'pass');
+  t.equal(verdict(eng, 'ads##x'), 'block', 'a /regex/ line holding ## is a regex rule, not a cosmetic one');
   const s = eng.sources[0];
   t.equal(s.badLines, 7);
   const reasons = s.samples.map((x) => `${x.line}:${x.reason}`);
@@ -164,8 +166,8 @@ t.test('regex rules: RE2 semantics, unsupported syntax refused with a reason', a
   t.match(reasons[2], /^7:.*lookaround is not supported/);
   t.match(reasons[3], /^8:.*longer than 512/);
   t.match(reasons[4], /^9:.*not supported by the RE2 syntax/);
-  t.match(reasons[5], /^12:.*leading zero/);
-  t.match(reasons[6], /^13:.*program too large/);
+  t.match(reasons[5], /^13:.*leading zero/);
+  t.match(reasons[6], /^14:.*program too large/);
 });
 
 t.test('checkRegex unit cases', async (t) => {
@@ -182,11 +184,13 @@ t.test('checkRegex unit cases', async (t) => {
     '(?!a)': /lookaround/,
     '(?<=a)b': /lookaround/,
     '(?<!a)b': /lookaround/,
-    'a{1,1001}': /not supported by the RE2 syntax.*repeat count/,
+    'a{1,1001}': /repeat count above 256/,
+    '(a{100}){100}': /not supported by the RE2 syntax.*repeat count/,
     'a{001}': /leading zero/,
     'a{1,02}': /leading zero/,
     '^(a+){00000000000000001,}$': /leading zero/,
-    '[a-z]{300}': /program too large/,
+    '[a-z]{300}': /repeat count above 256/,
+    '[a-z]{250}[0-9]{10}': /program too large/,
     '.{0,100}.{0,100}.{0,100}': /program too large/,
   };
   for (const [src, reason] of Object.entries(refused)) {
