@@ -320,16 +320,37 @@ export class BypassController {
       l.timer.unref();
     }
     this.tablePresent = await bypassTableExists(this.o.table).catch(() => false);
-    if (!this.tablePresent && this.o.mode !== 'off') {
-      this.o.log('warn', 'bypass: nft table missing (run `network up` or `run --manage-network`); DNS-side bypass control only', { table: this.o.table });
-    }
     // Hostnames are blocked in DNS from here on; their addresses follow in the background (a slow
     // upstream must not hold up the listeners).
     void this.afterLoad();
-    if (this.tablePresent) {
-      this.pollTimer = setInterval(() => { void this.poll(); }, this.o.pollMs ?? 5000);
-      this.pollTimer.unref();
+    // `run --manage-network` brings the table up after the listeners, and `network up` may run at any
+    // time: each tick looks for it, fills it when it (re)appears, then reads its counters.
+    this.pollTimer = setInterval(() => { void this.tick(); }, this.o.pollMs ?? 5000);
+    this.pollTimer.unref();
+  }
+
+  private warnedMissing = false;
+  private readonly failingNames = new Set<string>();
+
+  private async tick(): Promise<void> {
+    if (this.closed) return;
+    const present = await bypassTableExists(this.o.table).catch(() => false);
+    if (!present) {
+      this.tablePresent = false;
+      if (!this.warnedMissing && this.o.mode !== 'off') {
+        this.warnedMissing = true;
+        this.o.log('warn', 'bypass: nft table missing (run `network up` or `run --manage-network`); DNS-side bypass control only', { table: this.o.table });
+      }
+      return;
     }
+    if (!this.tablePresent) {
+      // New (or re-created) table: it holds only the file lists' addresses and fresh counters.
+      this.tablePresent = true;
+      this.warnedMissing = false;
+      this.last.clear();
+      await this.pushSets();
+    }
+    await this.poll();
   }
 
   private async load(l: LoadedList): Promise<void> {
@@ -387,7 +408,18 @@ export class BypassController {
     let ttl = this.o.maxTtl ?? 3600;
     const results = await Promise.allSettled([this.o.resolve(name, 1), this.o.resolve(name, 28)]);
     results.forEach((r, i) => {
-      if (r.status === 'rejected') { this.resolveFailures++; ttl = Math.min(ttl, 60); return; }
+      if (r.status === 'rejected') {
+        // Retried within a minute; logged once per name and type until it works again.
+        this.resolveFailures++;
+        ttl = Math.min(ttl, 60);
+        const key = `${name}/${i === 0 ? 'A' : 'AAAA'}`;
+        if (!this.failingNames.has(key)) {
+          this.failingNames.add(key);
+          this.o.log('warn', 'bypass: cannot resolve a listed hostname; retrying', { name, type: i === 0 ? 'A' : 'AAAA', error: String((r.reason as Error)?.message ?? r.reason) });
+        }
+        return;
+      }
+      this.failingNames.delete(`${name}/${i === 0 ? 'A' : 'AAAA'}`);
       // A failed or empty answer keeps what we had: an address once listed stays blocked until it is
       // seen replaced.
       if (r.value.addrs.length) {
@@ -430,6 +462,9 @@ export class BypassController {
     try {
       await runOk(NFT, ['-f', '-'], renderSetUpdate(this.o.table, d.v4, d.v6));
       this.setUpdates++;
+      if (d.v4.length !== this.dst4Size || d.v6.length !== this.dst6Size || this.setUpdates === 1) {
+        this.o.log('info', 'bypass: address sets updated', { table: this.o.table, dst4: d.v4.length, dst6: d.v6.length, hostnames: this.resolved.size });
+      }
       this.dst4Size = d.v4.length;
       this.dst6Size = d.v6.length;
     } catch (e) {
