@@ -7,6 +7,11 @@
 // When the connection closes or fails, queries it carried are replayed once on a new connection if
 // the deadline allows (servers close idle or long-lived connections at will); a connection that never
 // came up fails its queries with `connect`, so the forward stage moves on to another upstream.
+//
+// A hostile or broken server cannot make us buffer without bound: writes stop at a backlog cap (a
+// server that does not read gets no more queries: over_capacity, the forward stage asks elsewhere),
+// a connection that has sent nothing for `stallTimeoutMs` while a query waits is closed and its queries
+// replayed, and the read side keeps at most one message (64 KiB), each byte copied once.
 import tls from 'node:tls';
 import net from 'node:net';
 import fs from 'node:fs';
@@ -14,6 +19,7 @@ import crypto from 'node:crypto';
 import type { QueryContext } from '../pipeline/context.js';
 import { Upstream, UpstreamHandler, UpstreamStats, UpstreamErrorReason, UpstreamCall } from './types.js';
 import { BootstrapResolver } from './bootstrap.js';
+import { DeadlineSweeper, type DeadlineOptions } from './deadlines.js';
 
 export interface DotOptions {
   url: string;
@@ -28,6 +34,12 @@ export interface DotOptions {
   maxInflight?: number;
   /** With the upstream marked unreachable, re-dial this often to notice it is back (default 2 s). */
   healthIntervalMs?: number;
+  /** A connection silent this long while a query waits on it is closed and its queries replayed (default 1.5 s). */
+  stallTimeoutMs?: number;
+  /** Output the socket has not taken yet beyond which new queries are refused (default 256 KiB). */
+  maxWriteBacklog?: number;
+  /** Fake clock and timers for tests. */
+  deadlines?: DeadlineOptions;
 }
 
 const MAX_REPLAYS = 1;
@@ -37,8 +49,12 @@ class DotRequest implements UpstreamCall {
   done = false;
   replays = 0;
   conn: DotConnection | null = null;
+  /** When the sweeper looks at it next: the stall check, then the deadline. */
+  due: number;
+  /** When it was last written to a connection. */
+  sentAt = 0;
   constructor(readonly owner: DotUpstream, readonly ctx: QueryContext, readonly handler: UpstreamHandler, readonly query: Buffer,
-    readonly started: number, readonly deadline: number) {}
+    readonly started: number, readonly deadline: number) { this.due = deadline; }
   cancel(): void { this.owner.cancel(this); }
 }
 
@@ -46,21 +62,44 @@ class DotConnection {
   connected = false;
   dead = false;
   readonly pending = new Map<number, DotRequest>();
-  private buf: Buffer = Buffer.alloc(0);
+  /** A message not yet complete, collected in place (allocated on first need, one message's worth). */
+  private partial: Buffer | null = null;
+  private have = 0;
+  /** Bytes copied into `partial`: at most what was received, however finely it was split. */
+  partialBytes = 0;
+  lastReceived = performance.now();
   constructor(readonly sock: tls.TLSSocket) {}
 
-  /** Appends received bytes; returns complete messages. */
+  /** Received bytes; returns the messages they complete (each a buffer of its own or a view of `chunk`,
+   *  which Node does not reuse for stream 'data'). */
   frames(chunk: Buffer): Buffer[] {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
     const out: Buffer[] = [];
     let p = 0;
-    while (this.buf.length - p >= 2) {
-      const len = this.buf.readUInt16BE(p);
-      if (this.buf.length - p - 2 < len) break;
-      out.push(this.buf.subarray(p + 2, p + 2 + len));
+    if (this.have > 0) {
+      const part = this.partial!;
+      if (this.have < 2) { part[1] = chunk[p++]; this.have = 2; this.partialBytes++; }
+      const need = 2 + part.readUInt16BE(0) - this.have;
+      const take = Math.min(need, chunk.length - p);
+      chunk.copy(part, this.have, p, p + take);
+      this.have += take;
+      this.partialBytes += take;
+      p += take;
+      if (take < need) return out;
+      out.push(Buffer.from(part.subarray(2, this.have)));
+      this.have = 0;
+    }
+    while (chunk.length - p >= 2) {
+      const len = chunk.readUInt16BE(p);
+      if (chunk.length - p - 2 < len) break;
+      out.push(chunk.subarray(p + 2, p + 2 + len));
       p += 2 + len;
     }
-    this.buf = p === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(p);
+    if (p < chunk.length) {
+      this.partial ??= Buffer.allocUnsafe(2 + 65535);
+      chunk.copy(this.partial, 0, p);
+      this.have = chunk.length - p;
+      this.partialBytes += this.have;
+    }
     return out;
   }
 }
@@ -81,8 +120,12 @@ export class DotUpstream implements Upstream {
   private readonly idleTimeoutMs: number;
   private readonly maxInflight: number;
   private conn: DotConnection | null = null;
-  private readonly all = new Set<DotRequest>();
-  private readonly sweepTimer: NodeJS.Timeout;
+  private readonly deadlines: DeadlineSweeper<DotRequest>;
+  private readonly stallTimeoutMs: number;
+  private readonly maxWriteBacklog: number;
+  private readonly now: () => number;
+  /** Connections closed because they stopped answering. */
+  stalls = 0;
   private readonly healthTimer: NodeJS.Timeout;
   private lastConnectFailed = false;
   private closed = false;
@@ -103,8 +146,10 @@ export class DotUpstream implements Upstream {
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 30_000;
     this.maxInflight = opts.maxInflight ?? 1000;
-    this.sweepTimer = setInterval(() => this.sweep(), 25);
-    this.sweepTimer.unref();
+    this.stallTimeoutMs = opts.stallTimeoutMs ?? 1500;
+    this.maxWriteBacklog = opts.maxWriteBacklog ?? 256 * 1024;
+    this.now = opts.deadlines?.now ?? (() => performance.now());
+    this.deadlines = new DeadlineSweeper<DotRequest>((r, now) => this.due(r, now), { resolutionMs: 25, ...opts.deadlines });
     this.healthTimer = setInterval(() => { if (this.lastConnectFailed && !this.closed && !this.conn) this.connection(); }, opts.healthIntervalMs ?? 2000);
     this.healthTimer.unref();
   }
@@ -112,8 +157,8 @@ export class DotUpstream implements Upstream {
   send(query: Buffer, ctx: QueryContext, handler: UpstreamHandler, deadline: number): UpstreamCall {
     this.stats.requests++;
     this.stats.inflight++;
-    const req = new DotRequest(this, ctx, handler, query, performance.now(), deadline);
-    this.all.add(req);
+    const req = new DotRequest(this, ctx, handler, query, this.now(), deadline);
+    this.deadlines.add(req);
     this.dispatch(req);
     return req;
   }
@@ -121,7 +166,8 @@ export class DotUpstream implements Upstream {
   private dispatch(req: DotRequest): void {
     if (this.closed) { this.finish(req, null, 'closed'); return; }
     const c = this.connection();
-    if (c.pending.size >= this.maxInflight) { this.finish(req, null, 'over_capacity'); return; }
+    // A server that does not read what we write (or answer) gets no more: our queue would only grow.
+    if (c.pending.size >= this.maxInflight || c.sock.writableLength > this.maxWriteBacklog) { this.finish(req, null, 'over_capacity'); return; }
     let id = crypto.randomInt(0, 65536);
     for (let k = 0; c.pending.has(id) && k < 32; k++) id = crypto.randomInt(0, 65536);
     if (c.pending.has(id)) { this.finish(req, null, 'over_capacity'); return; }
@@ -133,6 +179,30 @@ export class DotUpstream implements Upstream {
     req.query.copy(frame, 2);
     frame.writeUInt16BE(id, 2);
     c.sock.write(frame);
+    // The first look is the stall check: a connection that has not answered by then is suspect.
+    req.sentAt = this.now();
+    req.due = Math.min(req.deadline, req.sentAt + this.stallTimeoutMs);
+    this.deadlines.moved(req);
+  }
+
+  /** The sweeper's visit: the deadline, or else the stall check of the request's connection. */
+  private due(req: DotRequest, now: number): void {
+    if (now >= req.deadline) { this.finish(req, null, 'timeout'); return; }
+    const c = req.conn;
+    // Only once the connection is up: the handshake has its own timeout (connectTimeoutMs).
+    if (c && c.connected && !c.dead && c.pending.get(req.id) === req) {
+      const silent = now - Math.max(c.lastReceived, req.sentAt);
+      if (silent >= this.stallTimeoutMs) {
+        // Nothing at all from the server since this query went out: close; the close handler replays.
+        this.stalls++;
+        c.dead = true;
+        c.sock.destroy();
+        return;
+      }
+      req.due = Math.min(req.deadline, Math.max(c.lastReceived, req.sentAt) + this.stallTimeoutMs);
+      return;
+    }
+    req.due = req.deadline;
   }
 
   private connection(): DotConnection {
@@ -155,6 +225,7 @@ export class DotUpstream implements Upstream {
     });
     sock.setTimeout(this.idleTimeoutMs, () => { if (c.pending.size === 0) sock.end(); });
     sock.on('data', (chunk: Buffer) => {
+      c.lastReceived = this.now();
       for (const msg of c.frames(chunk)) {
         if (msg.length < 12) continue;
         const req = c.pending.get(msg.readUInt16BE(0));
@@ -177,7 +248,7 @@ export class DotUpstream implements Upstream {
       const orphans = [...c.pending.values()];
       c.pending.clear();
       for (const req of orphans) {
-        if (c.connected && req.replays < MAX_REPLAYS && performance.now() < req.deadline - 1 && !this.closed) {
+        if (c.connected && req.replays < MAX_REPLAYS && this.now() < req.deadline - 1 && !this.closed) {
           req.replays++;
           this.replays++;
           this.dispatch(req);
@@ -192,27 +263,33 @@ export class DotUpstream implements Upstream {
   cancel(req: DotRequest): void {
     if (req.done) return;
     req.done = true;
-    this.all.delete(req);
-    req.conn?.pending.delete(req.id);
+    this.deadlines.delete(req);
+    if (req.conn?.pending.get(req.id) === req) req.conn.pending.delete(req.id);
     this.stats.inflight--;
   }
 
   private finish(req: DotRequest, body: Buffer | null, err: UpstreamErrorReason | null): void {
     if (req.done) return;
     req.done = true;
-    this.all.delete(req);
+    this.deadlines.delete(req);
     if (req.conn?.pending.get(req.id) === req) req.conn.pending.delete(req.id);
     this.stats.inflight--;
-    const ms = performance.now() - req.started;
+    const ms = this.now() - req.started;
     if (err) this.stats.error(err); else { this.stats.answers++; this.stats.observe(ms); }
     req.handler.onUpstreamResult(req.ctx, this, body, err, ms);
   }
 
-  private sweep(): void {
-    if (this.all.size === 0) return;
-    const now = performance.now();
-    for (const r of this.all) if (now >= r.deadline) this.finish(r, null, 'timeout');
-  }
+  /** Runs the deadline and stall checks now (fake-clock tests). */
+  sweep(): void { this.deadlines.run(); }
+
+  /** Whether a deadline timer is armed (tests: none while nothing is in flight). */
+  get timerArmed(): boolean { return this.deadlines.armed; }
+
+  /** Bytes the current connection copied into its partial-message buffer (tests: each byte at most once). */
+  get partialBytes(): number { return this.conn?.partialBytes ?? 0; }
+
+  /** Bytes written to the current connection that the socket has not taken yet. */
+  get writeBacklog(): number { return this.conn?.sock.writableLength ?? 0; }
 
   /** Whether a connection is currently up (tests). */
   get connected(): boolean { return this.conn?.connected === true && !this.conn.dead; }
@@ -220,9 +297,9 @@ export class DotUpstream implements Upstream {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.sweepTimer);
     clearInterval(this.healthTimer);
-    for (const r of [...this.all]) this.finish(r, null, 'closed');
+    for (const r of this.deadlines.values()) this.finish(r, null, 'closed');
+    this.deadlines.clear();
     this.conn?.sock.destroy();
     this.conn = null;
   }

@@ -33,7 +33,10 @@ const S_HEADER_TABLE_SIZE = 0x1, S_ENABLE_PUSH = 0x2, S_MAX_CONCURRENT_STREAMS =
   S_INITIAL_WINDOW_SIZE = 0x4, S_MAX_FRAME_SIZE = 0x5;
 
 const E_PROTOCOL = 0x1, E_FLOW_CONTROL = 0x3, E_FRAME_SIZE = 0x6, E_REFUSED_STREAM = 0x7, E_CANCEL = 0x8,
-  E_COMPRESSION = 0x9;
+  E_COMPRESSION = 0x9, E_ENHANCE_YOUR_CALM = 0xb;
+
+/** Largest flow-control window (RFC 9113 §6.9.1). */
+const MAX_WINDOW = 0x7fffffff;
 
 const RECV_STREAM_WINDOW = 1 << 20;
 const RECV_CONN_WINDOW = 1 << 30;
@@ -42,6 +45,15 @@ const DEFAULT_WINDOW = 65535;
 const MAX_FRAME = 16384;
 /** A header block larger than this is not a DoH response. */
 const MAX_HEADER_BLOCK = 16384;
+/** Frames one header block may span (HEADERS + CONTINUATIONs): a flood of empty CONTINUATION frames
+ *  costs bytes nowhere but in our bookkeeping (the CVE-2024-27316 class), so frames are capped too. */
+const MAX_HEADER_FRAMES = 16;
+/** Frames that carry no response progress (PING, SETTINGS, PRIORITY, unknown types, empty DATA or
+ *  CONTINUATION) accepted per second; past it the peer is flooding us (ENHANCE_YOUR_CALM). */
+const MAX_IDLE_FRAMES_PER_SECOND = 1000;
+/** Output not yet taken by the socket beyond which we stop answering the peer's PINGs and SETTINGS:
+ *  a peer that sends them but does not read our ACKs would otherwise grow our write queue forever. */
+const MAX_CONTROL_BACKLOG = 256 * 1024;
 /** Size of the per-connection read buffer (TLS hands over at most one 16 KiB record per read). */
 const READ_BUFFER = 64 * 1024;
 /** Output slab: requests and control frames of one loop turn are written into it and leave as one write. */
@@ -49,6 +61,13 @@ const SLAB = 16 * 1024;
 
 /** Why a stream ended without an answer. `replayable` streams never reached the server's application. */
 export type H2Failure = 'reset' | 'refused' | 'goaway' | 'closed' | 'too_large' | 'protocol';
+
+/** Why the client ended a connection on a protocol violation (the `error` of onClose and H2Connection.error). */
+export const H2_ERRORS = {
+  frameSize: 'ERR_HTTP2_FRAME_SIZE', protocol: 'ERR_HTTP2_PROTOCOL', flowControl: 'ERR_HTTP2_FLOW_CONTROL',
+  compression: 'ERR_HTTP2_COMPRESSION', headerSize: 'ERR_HTTP2_HEADER_SIZE', pushDisabled: 'ERR_HTTP2_PUSH_DISABLED',
+  calm: 'ERR_HTTP2_ENHANCE_YOUR_CALM',
+} as const;
 
 export interface H2Events<T> {
   /** The response is complete; `body` is the caller's to keep. */
@@ -83,7 +102,9 @@ class H2Stream<T> {
   chunks: Buffer[] | null = null;
   bytes = 0;
   headersDone = false;
-  constructor(readonly id: number, readonly tag: T) {}
+  /** What we may still send on this stream; only checked for overflow (our bodies go out at once). */
+  sendWindow: number;
+  constructor(readonly id: number, readonly tag: T, window: number) { this.sendWindow = window; }
 }
 
 /** One HTTP/2 connection. */
@@ -98,14 +119,20 @@ export class H2Connection<T> {
   private slabUsed = 0;
   private flushScheduled = false;
   private readonly flushBound = (): void => this.flush();
-  /** An incomplete frame left over from the previous read (a copy). */
+  /** An incomplete frame left over from previous reads, collected in place: each byte is copied once
+   *  however finely the peer dribbles it (allocated on first need, one frame's worth). */
   private inbuf: Buffer | null = null;
+  private inLen = 0;
+  /** Frames with no response progress in the current one-second window (see MAX_IDLE_FRAMES_PER_SECOND). */
+  private idleFrames = 0;
+  private idleWindowStart = 0;
   /** Decoded response header fields of the last header block (reused, no object per response). */
   private readonly headers: ResponseHeaders = { status: 0, contentType: '' };
   /** Header block being collected across CONTINUATION frames. */
   private headerStream = 0;
   private headerParts: Buffer[] = [];
   private headerBytes = 0;
+  private headerFrames = 0;
   private headerEndStream = false;
   private sendWindow = DEFAULT_WINDOW;
   private peerStreamWindow = DEFAULT_WINDOW;
@@ -130,6 +157,8 @@ export class H2Connection<T> {
   /** Read callbacks (one per TLS record) and socket writes so far: how well both sides batch. */
   reads = 0;
   writes = 0;
+  /** Bytes copied into the partial-frame buffer: at most what was received, however it was split. */
+  partialBytes = 0;
 
   constructor(private readonly opts: H2ConnectOptions, private readonly events: H2Events<T>) {
     this.headerPrefix = requestHeaderPrefix(opts.authority, opts.path);
@@ -184,7 +213,7 @@ export class H2Connection<T> {
   private start(body: Buffer, tag: T): void {
     const id = this.nextStreamId;
     this.nextStreamId += 2;
-    this.streams.set(id, new H2Stream(id, tag));
+    this.streams.set(id, new H2Stream(id, tag, this.peerStreamWindow - body.length));
     this.sendWindow -= body.length;
     // HEADERS and the DATA frames go straight into the output slab: no buffer of their own.
     const prefix = this.headerPrefix;
@@ -304,34 +333,83 @@ export class H2Connection<T> {
 
   /** `buf` is the socket's read buffer: valid only during this call. */
   private onData(chunk: Buffer, n: number): void {
+    if (this.closed) return; // after a protocol error the socket drains our GOAWAY; nothing more is read
     this.lastReceived = performance.now();
     this.reads++;
-    let buf = chunk;
-    let end = n;
-    if (this.inbuf !== null) {
-      buf = Buffer.concat([this.inbuf, chunk.subarray(0, n)]);
-      end = buf.length;
-      this.inbuf = null;
-    }
     let off = 0;
-    while (!this.closed && end - off >= 9) {
-      const len = (buf[off] << 16) | (buf[off + 1] << 8) | buf[off + 2];
-      if (len > MAX_FRAME) { this.protocolError('ERR_HTTP2_FRAME_SIZE', E_FRAME_SIZE); return; }
-      if (end - off < 9 + len) break;
-      const type = buf[off + 3];
-      const flags = buf[off + 4];
-      const id = ((buf[off + 5] & 0x7f) << 24 | buf[off + 6] << 16 | buf[off + 7] << 8 | buf[off + 8]) >>> 0;
-      const start = off + 9;
-      off = start + len;
-      if (this.headerStream !== 0 && type !== T_CONTINUATION) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
-      this.onFrame(type, flags, id, buf, start, off);
-      // A draining connection ends as soon as its last stream does, wherever that falls in the read:
-      // what follows in the same read is not looked at, just as if it had come in the next one.
-      if (this.goawayLastId >= 0 || this.closing) this.endIfQuiet();
+    if (this.inLen > 0) {
+      off = this.completePartial(chunk, n);
+      if (off < 0) { if (!this.closed) this.pump(); return; }
     }
-    // Keep the partial frame; a copy, because the read buffer is reused.
-    if (!this.closed && off < end) this.inbuf = Buffer.from(buf.subarray(off, end));
+    while (!this.closed && n - off >= 9) {
+      const len = (chunk[off] << 16) | (chunk[off + 1] << 8) | chunk[off + 2];
+      if (len > MAX_FRAME) { this.protocolError(H2_ERRORS.frameSize, E_FRAME_SIZE); return; }
+      if (n - off < 9 + len) break;
+      this.handleFrame(chunk, off, len);
+      off += 9 + len;
+    }
+    // Keep the partial frame (under one frame: the length was checked), copied out of the reused buffer.
+    if (!this.closed && off < n) {
+      this.inbuf ??= Buffer.allocUnsafe(9 + MAX_FRAME);
+      chunk.copy(this.inbuf, 0, off, n);
+      this.inLen = n - off;
+      this.partialBytes += n - off;
+    }
     this.pump();
+  }
+
+  /** Adds bytes of this read to the partial frame; handles the frame once whole. Returns the offset in
+   *  `chunk` after what was used, or -1 when all of it went into a frame that is still incomplete. */
+  private completePartial(chunk: Buffer, n: number): number {
+    const ib = this.inbuf!;
+    let used = 0;
+    if (this.inLen < 9) {
+      used = Math.min(9 - this.inLen, n);
+      chunk.copy(ib, this.inLen, 0, used);
+      this.inLen += used;
+      this.partialBytes += used;
+      if (this.inLen < 9) return -1;
+    }
+    const len = (ib[0] << 16) | (ib[1] << 8) | ib[2];
+    if (len > MAX_FRAME) { this.protocolError(H2_ERRORS.frameSize, E_FRAME_SIZE); return -1; }
+    const take = Math.min(9 + len - this.inLen, n - used);
+    chunk.copy(ib, this.inLen, used, used + take);
+    this.partialBytes += take;
+    this.inLen += take;
+    used += take;
+    if (this.inLen < 9 + len) return -1;
+    this.inLen = 0;
+    this.handleFrame(ib, 0, len);
+    return this.closed ? -1 : used;
+  }
+
+  /** The frame whose 9-byte header is at buf[off] and whose payload is `len` bytes long. */
+  private handleFrame(buf: Buffer, off: number, len: number): void {
+    const type = buf[off + 3];
+    const flags = buf[off + 4];
+    const id = ((buf[off + 5] & 0x7f) << 24 | buf[off + 6] << 16 | buf[off + 7] << 8 | buf[off + 8]) >>> 0;
+    const start = off + 9;
+    if (this.headerStream !== 0 && type !== T_CONTINUATION) { this.protocolError(H2_ERRORS.protocol, E_PROTOCOL); return; }
+    this.onFrame(type, flags, id, buf, start, start + len);
+    // A draining connection ends as soon as its last stream does, wherever that falls in the read:
+    // what follows in the same read is not looked at, just as if it had come in the next one.
+    if (!this.closed && (this.goawayLastId >= 0 || this.closing)) this.endIfQuiet();
+  }
+
+  /** Counts a frame that makes no response progress; false (and the connection ended) past the rate cap. */
+  private idleFrame(): boolean {
+    const now = performance.now();
+    if (now - this.idleWindowStart >= 1000) { this.idleWindowStart = now; this.idleFrames = 0; }
+    if (++this.idleFrames <= MAX_IDLE_FRAMES_PER_SECOND) return true;
+    this.protocolError(H2_ERRORS.calm, E_ENHANCE_YOUR_CALM);
+    return false;
+  }
+
+  /** Queues an ACK the peer asked for, unless our output is already backed up (the peer does not read). */
+  private queueAck(buf: Buffer): void {
+    const backlog = (this.socket?.writableLength ?? 0) + this.outBytes + this.slabUsed;
+    if (backlog > MAX_CONTROL_BACKLOG) { this.protocolError(H2_ERRORS.calm, E_ENHANCE_YOUR_CALM); return; }
+    this.queue(buf);
   }
 
   /** The frame's payload is buf[start, end). DATA and HEADERS, one of each per answer, are read in
@@ -343,22 +421,47 @@ export class H2Connection<T> {
     switch (type) {
       case T_CONTINUATION: return this.onContinuation(flags, id, payload);
       case T_RST_STREAM: return this.onRstStream(id, payload);
-      case T_SETTINGS: return this.onSettings(flags, payload);
+      case T_SETTINGS:
+        if (id !== 0) { this.protocolError(H2_ERRORS.protocol, E_PROTOCOL); return; }
+        return this.onSettings(flags, payload);
       case T_PING:
-        if (payload.length !== 8) { this.protocolError('ERR_HTTP2_FRAME_SIZE', E_FRAME_SIZE); return; }
-        if (flags & F_ACK) { const cb = this.pingCallbacks.shift(); cb?.(); } else this.queue(frame(T_PING, F_ACK, 0, Buffer.from(payload)));
+        if (id !== 0) { this.protocolError(H2_ERRORS.protocol, E_PROTOCOL); return; }
+        if (payload.length !== 8) { this.protocolError(H2_ERRORS.frameSize, E_FRAME_SIZE); return; }
+        if (flags & F_ACK) {
+          const cb = this.pingCallbacks.shift();
+          if (cb) cb(); else this.idleFrame(); // an ACK we did not ask for
+        } else if (this.idleFrame()) this.queueAck(frame(T_PING, F_ACK, 0, Buffer.from(payload)));
         return;
-      case T_GOAWAY: return this.onGoaway(payload);
-      case T_WINDOW_UPDATE:
-        if (payload.length !== 4) { this.protocolError('ERR_HTTP2_FRAME_SIZE', E_FRAME_SIZE); return; }
-        if (id === 0) this.sendWindow += payload.readUInt32BE(0) & 0x7fffffff;
-        return;
-      case T_PUSH_PROMISE: this.protocolError('ERR_HTTP2_PUSH_DISABLED', E_PROTOCOL); return;
-      default: return; // PRIORITY and unknown frame types are ignored, as RFC 9113 requires
+      case T_GOAWAY:
+        if (id !== 0) { this.protocolError(H2_ERRORS.protocol, E_PROTOCOL); return; }
+        return this.onGoaway(payload);
+      case T_WINDOW_UPDATE: return this.onWindowUpdate(id, payload);
+      case T_PUSH_PROMISE: this.protocolError(H2_ERRORS.pushDisabled, E_PROTOCOL); return;
+      default: this.idleFrame(); return; // PRIORITY and unknown frame types are ignored, as RFC 9113 requires
     }
   }
 
+  /** RFC 9113 §6.9: an increment of 0 is a PROTOCOL_ERROR, a window past 2^31-1 a FLOW_CONTROL_ERROR
+   *  (of the connection on stream 0, of the stream otherwise). */
+  private onWindowUpdate(id: number, payload: Buffer): void {
+    if (payload.length !== 4) { this.protocolError(H2_ERRORS.frameSize, E_FRAME_SIZE); return; }
+    const inc = payload.readUInt32BE(0) & 0x7fffffff;
+    if (id === 0) {
+      if (inc === 0) { this.protocolError(H2_ERRORS.protocol, E_PROTOCOL); return; }
+      if (this.sendWindow + inc > MAX_WINDOW) { this.protocolError(H2_ERRORS.flowControl, E_FLOW_CONTROL); return; }
+      this.sendWindow += inc;
+      return;
+    }
+    const s = this.streams.get(id);
+    if (!s) return; // a stream already closed: allowed
+    if (inc === 0) { this.streamError(s, E_PROTOCOL, 'protocol'); return; }
+    if (s.sendWindow + inc > MAX_WINDOW) { this.streamError(s, E_FLOW_CONTROL, 'protocol'); return; }
+    s.sendWindow += inc;
+  }
+
   private onDataFrame(flags: number, id: number, buf: Buffer, start: number, end: number): void {
+    if (id === 0) { this.protocolError(H2_ERRORS.protocol, E_PROTOCOL); return; }
+    if (start === end && !(flags & F_END_STREAM) && !this.idleFrame()) return;
     // Flow control counts the whole payload, padding included.
     this.recvConsumed += end - start;
     if (this.recvConsumed >= RECV_CONN_WINDOW / 2) {
@@ -384,11 +487,11 @@ export class H2Connection<T> {
 
   private onHeaders(flags: number, id: number, buf: Buffer, start: number, end: number): void {
     const dataEnd = unpaddedEnd(flags, buf, start, end);
-    if (dataEnd < 0 || id === 0) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
+    if (dataEnd < 0 || id === 0) { this.protocolError(H2_ERRORS.protocol, E_PROTOCOL); return; }
     if (flags & F_PADDED) start++;
     end = dataEnd;
     if (flags & F_PRIORITY) {
-      if (end - start < 5) { this.protocolError('ERR_HTTP2_FRAME_SIZE', E_FRAME_SIZE); return; }
+      if (end - start < 5) { this.protocolError(H2_ERRORS.frameSize, E_FRAME_SIZE); return; }
       start += 5;
     }
     this.headerEndStream = (flags & F_END_STREAM) !== 0;
@@ -396,14 +499,19 @@ export class H2Connection<T> {
     // The block continues in CONTINUATION frames: collect copies of its pieces.
     this.headerParts = [Buffer.from(buf.subarray(start, end))];
     this.headerBytes = end - start;
+    this.headerFrames = 1;
     this.headerStream = id;
   }
 
   private onContinuation(flags: number, id: number, payload: Buffer): void {
-    if (id !== this.headerStream) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
-    this.headerParts.push(Buffer.from(payload));
+    if (id === 0 || id !== this.headerStream) { this.protocolError(H2_ERRORS.protocol, E_PROTOCOL); return; }
+    // Bounded in bytes and in frames: empty CONTINUATIONs add no bytes, only work and bookkeeping.
+    if (++this.headerFrames > MAX_HEADER_FRAMES || this.headerBytes + payload.length > MAX_HEADER_BLOCK) {
+      this.protocolError(H2_ERRORS.headerSize, E_ENHANCE_YOUR_CALM);
+      return;
+    }
+    if (payload.length) this.headerParts.push(Buffer.from(payload));
     this.headerBytes += payload.length;
-    if (this.headerBytes > MAX_HEADER_BLOCK) { this.protocolError('ERR_HTTP2_HEADER_SIZE', E_PROTOCOL); return; }
     if (flags & F_END_HEADERS) {
       this.headerStream = 0;
       const block = Buffer.concat(this.headerParts, this.headerBytes);
@@ -416,12 +524,16 @@ export class H2Connection<T> {
     // Decoded even for a stream we no longer track: HPACK state is per connection (and a decode error
     // must end the connection either way).
     const h = this.headers;
-    if (!decodeHeaderBlock(buf, start, end, h)) { this.protocolError('ERR_HTTP2_COMPRESSION', E_COMPRESSION); return; }
+    if (!decodeHeaderBlock(buf, start, end, h)) { this.protocolError(H2_ERRORS.compression, E_COMPRESSION); return; }
     const s = this.streams.get(id);
     if (!s) return;
     if (!s.headersDone) {
       if (h.status === 0) { this.streamError(s, E_PROTOCOL, 'protocol'); return; }
-      if (h.status >= 100 && h.status < 200) return; // informational; the real response follows
+      if (h.status >= 100 && h.status < 200) {
+        // Informational; the real response follows, unless the stream ends here (malformed, RFC 9113 §8.1.1).
+        if (this.headerEndStream) this.streamError(s, E_PROTOCOL, 'protocol');
+        return;
+      }
       s.status = h.status;
       s.contentType = h.contentType;
       s.headersDone = true;
@@ -430,7 +542,7 @@ export class H2Connection<T> {
   }
 
   private onRstStream(id: number, payload: Buffer): void {
-    if (payload.length !== 4) { this.protocolError('ERR_HTTP2_FRAME_SIZE', E_FRAME_SIZE); return; }
+    if (payload.length !== 4) { this.protocolError(H2_ERRORS.frameSize, E_FRAME_SIZE); return; }
     const s = this.streams.get(id);
     if (!s) return;
     this.streams.delete(id);
@@ -440,26 +552,37 @@ export class H2Connection<T> {
   }
 
   private onSettings(flags: number, payload: Buffer): void {
-    if (flags & F_ACK) return;
-    if (payload.length % 6 !== 0) { this.protocolError('ERR_HTTP2_FRAME_SIZE', E_FRAME_SIZE); return; }
+    if (flags & F_ACK) {
+      if (payload.length !== 0) this.protocolError(H2_ERRORS.frameSize, E_FRAME_SIZE);
+      return;
+    }
+    if (payload.length % 6 !== 0) { this.protocolError(H2_ERRORS.frameSize, E_FRAME_SIZE); return; }
+    // The first SETTINGS is part of the handshake; later ones are control traffic, rate-capped.
+    if (this.peerSettings && !this.idleFrame()) return;
     for (let i = 0; i < payload.length; i += 6) {
       const key = payload.readUInt16BE(i);
       const value = payload.readUInt32BE(i + 2);
       if (key === S_MAX_CONCURRENT_STREAMS) this.peerMaxStreams = value;
       else if (key === S_INITIAL_WINDOW_SIZE) {
-        if (value > 0x7fffffff) { this.protocolError('ERR_HTTP2_FLOW_CONTROL', E_FLOW_CONTROL); return; }
+        if (value > MAX_WINDOW) { this.protocolError(H2_ERRORS.flowControl, E_FLOW_CONTROL); return; }
+        // §6.9.2: the change applies to every open stream's window, which must not overflow.
+        const delta = value - this.peerStreamWindow;
+        for (const st of this.streams.values()) {
+          if (st.sendWindow + delta > MAX_WINDOW) { this.protocolError(H2_ERRORS.flowControl, E_FLOW_CONTROL); return; }
+          st.sendWindow += delta;
+        }
         this.peerStreamWindow = value;
       } else if (key === S_MAX_FRAME_SIZE) {
-        if (value < 16384 || value > 16777215) { this.protocolError('ERR_HTTP2_PROTOCOL', E_PROTOCOL); return; }
+        if (value < 16384 || value > 16777215) { this.protocolError(H2_ERRORS.protocol, E_PROTOCOL); return; }
         this.peerMaxFrame = value;
       }
     }
     this.peerSettings = true;
-    this.queue(frame(T_SETTINGS, F_ACK, 0, Buffer.alloc(0)));
+    this.queueAck(frame(T_SETTINGS, F_ACK, 0, Buffer.alloc(0)));
   }
 
   private onGoaway(payload: Buffer): void {
-    if (payload.length < 8) { this.protocolError('ERR_HTTP2_FRAME_SIZE', E_FRAME_SIZE); return; }
+    if (payload.length < 8) { this.protocolError(H2_ERRORS.frameSize, E_FRAME_SIZE); return; }
     const last = payload.readUInt32BE(0) & 0x7fffffff;
     this.goawayLastId = last;
     // Streams above the last id were never processed: the owner replays them elsewhere.
@@ -485,9 +608,19 @@ export class H2Connection<T> {
 
   private protocolError(error: string, code: number): void {
     if (this.closed) return;
-    // A client's GOAWAY names the last server-initiated stream it processed: there are none.
-    this.queue(goaway(0, code));
-    this.flush();
+    // A client's GOAWAY names the last server-initiated stream it processed: there are none. The socket
+    // is ended rather than destroyed so that the GOAWAY (and its error code) reaches the peer; nothing
+    // more is read from it, and it is destroyed if the peer does not close within a second.
+    this.spill();
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) {
+      const pending = this.out.length ? Buffer.concat(this.out, this.outBytes) : null;
+      socket.end(pending ? Buffer.concat([pending, goaway(0, code)]) : goaway(0, code));
+      setTimeout(() => socket.destroy(), 1000).unref();
+    }
+    this.out = [];
+    this.outBytes = 0;
     this.destroy(error);
   }
 

@@ -21,7 +21,9 @@
 //           callback in random chunks, the read buffer overwritten after every callback as Node's is:
 //           nothing throws; every request ends exactly once (answer or failure, counting the destroy at
 //           the end); an answer's body never changes after delivery (no view into the read buffer is
-//           kept); and the same stream delivered in one piece gives the same outcomes in the same order.
+//           kept); and the same stream delivered in one piece gives the same outcomes in the same order;
+//           each received byte is copied into the partial-frame buffer at most once, and the bytes
+//           written stay within our requests plus one per byte received (ACK floods cannot amplify).
 //   rules   parseRule and ListParser never throw on any text; a line the fast path turns into exactly
 //           one domain gets the same class, scope and domain from parseRule; accepted regexes answer on
 //           adversarial names.
@@ -276,9 +278,11 @@ class FakeTls extends EventEmitter {
   alpnProtocol = 'h2';
   onread = null;
   destroyed = false;
+  written = 0;
+  writableLength = 0;
   setNoDelay() { return this; }
-  write() { return true; }
-  end() { return this; }
+  write(b) { this.written += b.length; return true; }
+  end(b) { if (b) this.written += b.length; return this; }
   destroySoon() {}
   destroy() { this.destroyed = true; return this; }
 }
@@ -325,6 +329,12 @@ function h2Session(stream, requests, nextChunk) {
     if (n !== 1) fail(`h2: request ${i} ended ${n} times`);
   }
   for (const k of kept) if (!k.body.equals(k.copy)) fail('h2: a delivered body changed afterwards (a view into the read buffer)');
+  // Bounded work and memory whatever the peer sends (issue #15 §4): every byte is copied into the
+  // partial-frame buffer at most once, and what we write is our requests plus at most one byte per byte
+  // received (PING and SETTINGS ACKs, RST_STREAM, GOAWAY), never more.
+  if (!(conn.partialBytes <= stream.length + 9)) fail(`h2: ${conn.partialBytes} bytes copied into the partial-frame buffer for ${stream.length} received`);
+  const allowed = 128 + 160 * requests + stream.length;
+  if (sock.written > allowed) fail(`h2: wrote ${sock.written} bytes for ${requests} requests and ${stream.length} bytes received (bound ${allowed})`);
   return outcomes.slice(0, beforeDestroy);
 }
 

@@ -91,6 +91,13 @@ function h2Stream(requests, r) {
     if (r.chance(0.03)) frames.push(fr(7, 0, 0, Buffer.from([0, 0, 0, r.int(2 * requests), 0, 0, 0, 0])));
     if (r.chance(0.03)) frames.push(fr(4, 0, 0, Buffer.from([0, 3, 0, 0, 0, r.int(3)])));
     if (r.chance(0.03)) frames.push(fr(8, 0, 0, Buffer.from([0, 0, 0x10, 0])));
+    // Hostile peers (issue #15 §4): floods of empty CONTINUATION / DATA / PING / SETTINGS frames, window
+    // overflows, control frames on a stream, a 1xx that ends its stream.
+    if (r.chance(0.02)) frames.push(fr(1, 0, id, Buffer.from([0x88])), ...Array.from({ length: r.int(40) }, () => fr(9, 0, id, Buffer.alloc(0))));
+    if (r.chance(0.02)) frames.push(...Array.from({ length: r.int(1500) }, () => fr(r.pick([0, 4, 6]), 0, r.chance(0.5) ? 0 : id, r.chance(0.5) ? Buffer.alloc(0) : Buffer.alloc(8))));
+    if (r.chance(0.02)) frames.push(fr(8, 0, r.chance(0.5) ? 0 : id, Buffer.from([r.pick([0, 0x7f, 0xff]), 0xff, 0xff, r.int(256)])));
+    if (r.chance(0.02)) frames.push(fr(r.pick([4, 6, 7]), r.int(2), id, r.bytes(r.pick([0, 6, 8]))));
+    if (r.chance(0.02)) frames.push(fr(1, 0x5, id, Buffer.from([0x08, 3, 0x31, 0x30, 0x33])));
   }
   return Buffer.concat(frames);
 }

@@ -71,14 +71,19 @@ function connect(port, { maxAnswerBytes = 65535 } = {}) {
     onClose(error) { onClosed(error); },
   });
   let seq = 0;
+  const asked = [];
+  const refused = new Set();
   const ask = (body) => new Promise((resolve) => {
     const tag = seq++;
+    asked.push(tag);
     waiters.set(tag, resolve);
-    if (!conn.request(body, tag)) resolve({ why: 'not accepted' });
+    if (!conn.request(body, tag)) { refused.add(tag); resolve({ why: 'not accepted' }); }
   });
   /** Requests that got more than one outcome (must stay 0). */
   const twice = () => [...settled.values()].filter((n) => n > 1).length;
-  return { conn, up, closed, ask, twice };
+  /** Requests accepted by the connection that did not get exactly one outcome (must stay 0). */
+  const notOnce = () => asked.filter((tag) => settled.get(tag) !== 1 && !refused.has(tag)).length;
+  return { conn, up, closed, ask, twice, notOnce, refused };
 }
 
 async function h2server(handler, options = {}) {
@@ -250,6 +255,116 @@ t.test('a hostile server: malformed frames end the connection, never the process
     await c.up;
     const r = await Promise.race([c.ask(Buffer.from([0])), new Promise((res) => setTimeout(() => res({ why: 'pending' }), 100))]);
     c.conn.destroy(null);
-    t.equal(c.twice(), 0, `junk ${i}: (${r.why ?? r.status}) no request settled twice, even after destroy`);
+    t.equal(c.notOnce(), 0, `junk ${i}: (${r.why ?? r.status}) the request settled exactly once, counting the destroy`);
   }
+});
+
+/**
+ * A TLS server speaking h2 that answers the first request with `frames`, and records what the client
+ * sends afterwards: `result` resolves, once the client's side ends, with the client's GOAWAY error code
+ * (or null) and the RST_STREAM codes it sent.
+ */
+async function recordingHostile(frames) {
+  let report;
+  const result = new Promise((r) => (report = r));
+  const server = tls.createServer({ key, cert, ALPNProtocols: ['h2'] }, (s) => {
+    let seen = 0;
+    const after = [];
+    s.on('error', () => {});
+    s.write(fr(4, 0, 0, Buffer.alloc(0)));
+    s.on('data', (d) => {
+      if (s.sent) { after.push(d); return; }
+      seen += d.length;
+      if (seen > 24 + 9 + 18 + 13 + 9) { s.sent = true; s.write(typeof frames === 'function' ? frames() : frames); }
+    });
+    const done = () => {
+      const bytes = Buffer.concat(after);
+      let goaway = null;
+      const rst = [];
+      for (let p = 0; p + 9 <= bytes.length;) {
+        const len = bytes.readUIntBE(p, 3), type = bytes[p + 3];
+        if (p + 9 + len > bytes.length) break;
+        if (type === 7) goaway = bytes.readUInt32BE(p + 13);
+        if (type === 3) rst.push(bytes.readUInt32BE(p + 9));
+        p += 9 + len;
+      }
+      report({ goaway, rst });
+      s.destroy();
+    };
+    s.on('end', done);
+    s.on('close', done);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  return { port: server.address().port, result };
+}
+
+const E = { PROTOCOL: 1, FLOW_CONTROL: 3, ENHANCE_YOUR_CALM: 0xb };
+const u32 = (v) => { const b = Buffer.alloc(4); b.writeUInt32BE(v >>> 0); return b; };
+const answer200 = (id) => Buffer.concat([fr(1, 0x4, id, Buffer.from([0x88])), fr(0, 0x1, id, Buffer.from('ok'))]);
+
+t.test('hostile server, issue #15 §4: each violation closes the connection with the right GOAWAY code', async (t) => {
+  const repeat = (n, f) => Buffer.concat(Array.from({ length: n }, () => f));
+  const cases = {
+    // After one HEADERS, empty CONTINUATIONs forever (here 20,000) and only then the end of the block:
+    // the old client accepted all of them (it counted bytes, and they have none) and answered 200.
+    'CONTINUATION flood': [() => Buffer.concat([fr(1, 0, 1, Buffer.from([0x88])), repeat(20000, fr(9, 0, 1, Buffer.alloc(0))),
+      fr(9, 0x4, 1, Buffer.alloc(0)), fr(0, 0x1, 1, Buffer.from('ok'))]), E.ENHANCE_YOUR_CALM, 'ERR_HTTP2_HEADER_SIZE'],
+    'PING flood': [() => Buffer.concat([repeat(5000, fr(6, 0, 0, Buffer.alloc(8))), answer200(1)]), E.ENHANCE_YOUR_CALM, 'ERR_HTTP2_ENHANCE_YOUR_CALM'],
+    'SETTINGS flood': [() => Buffer.concat([repeat(5000, fr(4, 0, 0, Buffer.alloc(0))), answer200(1)]), E.ENHANCE_YOUR_CALM, 'ERR_HTTP2_ENHANCE_YOUR_CALM'],
+    'empty DATA flood': [() => Buffer.concat([fr(1, 0x4, 1, Buffer.from([0x88])), repeat(5000, fr(0, 0, 1, Buffer.alloc(0))), fr(0, 0x1, 1, Buffer.from('ok'))]),
+      E.ENHANCE_YOUR_CALM, 'ERR_HTTP2_ENHANCE_YOUR_CALM'],
+    'WINDOW_UPDATE past 2^31-1 on the connection': [Buffer.concat([fr(8, 0, 0, u32(0x7fffffff)), answer200(1)]), E.FLOW_CONTROL, 'ERR_HTTP2_FLOW_CONTROL'],
+    'WINDOW_UPDATE of 0 on the connection': [Buffer.concat([fr(8, 0, 0, u32(0)), answer200(1)]), E.PROTOCOL, 'ERR_HTTP2_PROTOCOL'],
+    'SETTINGS on stream 1': [Buffer.concat([fr(4, 0, 1, Buffer.alloc(0)), answer200(1)]), E.PROTOCOL, 'ERR_HTTP2_PROTOCOL'],
+    'PING on stream 1': [Buffer.concat([fr(6, 0, 1, Buffer.alloc(8)), answer200(1)]), E.PROTOCOL, 'ERR_HTTP2_PROTOCOL'],
+    'GOAWAY on stream 1': [Buffer.concat([fr(7, 0, 1, Buffer.alloc(8)), answer200(1)]), E.PROTOCOL, 'ERR_HTTP2_PROTOCOL'],
+    'DATA on stream 0': [Buffer.concat([fr(0, 0, 0, Buffer.from('x')), answer200(1)]), E.PROTOCOL, 'ERR_HTTP2_PROTOCOL'],
+    'SETTINGS ACK with a payload': [Buffer.concat([fr(4, 1, 0, Buffer.alloc(6)), answer200(1)]), 6, 'ERR_HTTP2_FRAME_SIZE'],
+  };
+  for (const [label, [frames, code, error]] of Object.entries(cases)) {
+    const h = await recordingHostile(frames);
+    const c = connect(h.port);
+    await c.up;
+    const r = await c.ask(Buffer.from([0, 1, 2]));
+    t.equal(r.why, 'closed', `${label}: the request fails with its connection (replayable: ${r.replayable})`);
+    if (r.why !== 'closed') c.conn.destroy('still open'); // so that a regression fails here instead of hanging
+    t.equal(await c.closed, error, `${label}: closed with ${error}`);
+    t.equal((await h.result).goaway, code, `${label}: GOAWAY error code ${code} sent`);
+    t.equal(c.twice(), 0, `${label}: settled once`);
+  }
+});
+
+t.test('hostile server: stream-level violations fail that stream at once and keep the connection', async (t) => {
+  const cases = {
+    // A 103 that ends the stream: the old client waited for a final response that cannot come (to the
+    // caller's deadline); here it then sends a 200 for the same stream, which the old client took.
+    '1xx with END_STREAM': [Buffer.concat([fr(1, 0x5, 1, Buffer.from([0x08, 3, 0x31, 0x30, 0x33])), answer200(1)]), E.PROTOCOL],
+    'WINDOW_UPDATE past 2^31-1 on a stream': [Buffer.concat([fr(8, 0, 1, u32(0x7fffffff)), answer200(1)]), E.FLOW_CONTROL],
+  };
+  for (const [label, [frames, code]] of Object.entries(cases)) {
+    const h = await recordingHostile(frames);
+    const c = connect(h.port);
+    await c.up;
+    const r = await c.ask(Buffer.from([0, 1, 2]));
+    t.same(r, { why: 'protocol', replayable: false }, `${label}: the request fails as a protocol error`);
+    t.equal(c.conn.closed, false, `${label}: the connection stays up`);
+    c.conn.close();
+    const { rst } = await h.result;
+    t.same(rst, [code], `${label}: RST_STREAM with code ${code}`);
+  }
+});
+
+t.test('a frame dribbled one byte per TLS record is collected in place: each byte copied once', async (t) => {
+  const body = Buffer.alloc(12000, 0x61);
+  const frames = Buffer.concat([fr(1, 0x4, 1, Buffer.from([0x88])), fr(0, 0x1, 1, body)]);
+  const c = connect(await hostile(frames, { dribble: true }));
+  await c.up;
+  const r = await c.ask(Buffer.from([0]));
+  t.equal(r.status, 200);
+  t.ok(r.body.equals(body), 'the body arrives whole');
+  t.ok(c.conn.reads > frames.length / 2, `arrived over ${c.conn.reads} reads`);
+  // The old client concatenated the partial frame with each new read: ~n²/2 = 72 MB copied for this frame.
+  t.ok(c.conn.partialBytes <= frames.length, `bytes copied into the partial-frame buffer (${c.conn.partialBytes}) at most the stream's length (${frames.length})`);
+  c.conn.destroy(null);
 });

@@ -133,7 +133,7 @@ t.test('plain DNS: UDP with random ID, truncated answer retried over TCP', async
   const udpIds = [];
   udp.on('message', (msg, rinfo) => {
     udpIds.push(msg.readUInt16BE(0));
-    const big = dnsPacket.decode(msg).questions[0].name.startsWith('big');
+    const big = dnsPacket.decode(msg).questions[0].name.toLowerCase().startsWith('big'); // 0x20: any case
     udp.send(reply(msg, { tc: big }), rinfo.port, rinfo.address);
   });
   const up = new PlainDnsUpstream(`udp://127.0.0.1:${port}`);
