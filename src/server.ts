@@ -352,6 +352,7 @@ export class DnsServer {
       }
     }
     this.tls?.reload();
+    void this.bypass?.refresh();
     this.reloads++;
     const retire = setInterval(() => { if (oldForward.inflight <= 0) { clearInterval(retire); old.close(); } }, 200);
     retire.unref();
