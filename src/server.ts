@@ -208,7 +208,7 @@ export class DnsServer {
     if (cfg.listen.tproxy.udp || cfg.listen.tproxy.tcp) {
       this.ingressAcl = new IngressAcl(resolveNetworkConfig(cfg.network as NetworkConfig | undefined),
         (e) => this.log('warn', 'cannot read interfaces and routes for the ingress ACL; keeping the last list', { error: e.message }));
-      await this.ingressAcl.refresh();
+      void this.ingressAcl.refresh();
       this.ingressAcl.start();
     }
     const tproxyAcl = this.ingressAcl?.acl ?? null;

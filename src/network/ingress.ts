@@ -10,6 +10,7 @@ import type { ResolvedNetworkConfig } from './config.js';
 import { IP, run } from './exec.js';
 import { SAFE_IFNAME } from './ruleset.js';
 import { ClientAcl } from '../listen/acl.js';
+import os from 'node:os';
 
 /** One entry of `ip -j addr show`. */
 export interface IpLink {
@@ -156,6 +157,19 @@ export async function readIngress(c: ResolvedNetworkConfig): Promise<Ingress> {
   return deriveIngress(c, links as IpLink[], [...r4, ...r6] as IpRoute[]);
 }
 
+/** `os.networkInterfaces()` in the shape of `ip -j addr` (no process to spawn; no routes). */
+export function linksFromOs(ifaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = os.networkInterfaces()): IpLink[] {
+  return Object.entries(ifaces).map(([ifname, addrs]) => ({
+    ifname,
+    addr_info: (addrs ?? []).map((a) => ({
+      family: a.family === 'IPv4' ? 'inet' : 'inet6',
+      local: a.address,
+      prefixlen: Number(a.cidr?.split('/')[1] ?? (a.family === 'IPv4' ? 32 : 128)),
+      scope: a.internal ? 'host' : a.address.toLowerCase().startsWith('fe80:') ? 'link' : 'global',
+    })),
+  }));
+}
+
 /** The ACL prefixes (text) for ClientAcl. */
 export function aclCidrs(ingress: Ingress): string[] {
   return ingress.ranges.map((r) => r.cidr.text);
@@ -187,12 +201,20 @@ export function describeIngress(ingress: Ingress): string {
  * good list (counted).
  */
 export class IngressAcl {
-  readonly acl = new ClientAcl(BUILTIN_CLIENT_RANGES);
+  readonly acl: ClientAcl;
   ingress: Ingress | null = null;
   refreshFailures = 0;
   private timer: NodeJS.Timeout | null = null;
 
-  constructor(private cfg: ResolvedNetworkConfig, private readonly onError: (e: Error) => void = () => undefined) {}
+  /**
+   * Starts with a provisional list read without spawning anything (os.networkInterfaces: the on-link
+   * prefixes of every interface, as if none carried a default route), so the listeners open at once;
+   * refresh() narrows it to the LAN side when `ip` has answered (spawning it takes a second on a
+   * loaded machine).
+   */
+  constructor(private cfg: ResolvedNetworkConfig, private readonly onError: (e: Error) => void = () => undefined) {
+    this.acl = new ClientAcl(aclCidrs(deriveIngress(cfg, linksFromOs(), [])));
+  }
 
   async refresh(next?: ResolvedNetworkConfig): Promise<void> {
     if (next) this.cfg = next;
@@ -201,11 +223,8 @@ export class IngressAcl {
       this.acl.replace(aclCidrs(ingress));
       this.ingress = ingress;
     } catch (e) {
+      // The last good list (or the provisional one) stays.
       this.refreshFailures++;
-      if (this.ingress === null) {
-        // Never read: admit what needs no system state (built-in ranges and clientRanges).
-        this.acl.replace([...BUILTIN_CLIENT_RANGES, ...this.cfg.clientRanges.map((c) => c.text)]);
-      }
       this.onError(e as Error);
     }
   }

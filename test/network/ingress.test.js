@@ -99,3 +99,23 @@ t.test('multipath defaults, non-unicast defaults and unsafe names', async (t) =>
   t.doesNotThrow(() => networkRuleset({}, ports, ing.wanInterfaces));
   t.throws(() => networkRuleset({}, ports, ['a" } accept; #']), /cannot be put in a ruleset/);
 });
+
+t.test('the provisional list (no process spawned) comes from os.networkInterfaces in the same shape', async (t) => {
+  const { linksFromOs } = await import('../../dist/network/ingress.js');
+  const links = linksFromOs({
+    lo: [{ address: '127.0.0.1', netmask: '255.0.0.0', family: 'IPv4', mac: '00:00:00:00:00:00', internal: true, cidr: '127.0.0.1/8' }],
+    'br-lan': [
+      { address: '192.168.1.1', netmask: '255.255.255.0', family: 'IPv4', mac: 'x', internal: false, cidr: '192.168.1.1/24' },
+      { address: '2001:db8:1:1::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: 'x', internal: false, cidr: '2001:db8:1:1::1/64', scopeid: 0 },
+      { address: 'fe80::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: 'x', internal: false, cidr: 'fe80::1/64', scopeid: 3 },
+    ],
+  });
+  t.same(links[1], { ifname: 'br-lan', addr_info: [
+    { family: 'inet', local: '192.168.1.1', prefixlen: 24, scope: 'global' },
+    { family: 'inet6', local: '2001:db8:1:1::1', prefixlen: 64, scope: 'global' },
+    { family: 'inet6', local: 'fe80::1', prefixlen: 64, scope: 'link' },
+  ] });
+  const acl = new ClientAcl(aclCidrs(deriveIngress(resolveNetworkConfig({}), links, [])));
+  t.ok(acl.allowsString('2001:db8:1:1::99'), 'a global IPv6 LAN client is admitted from the start');
+  t.notOk(acl.allowsString('203.0.113.9'));
+});
