@@ -201,6 +201,11 @@ t.test(`JS + CSS the index page loads is at most ${BUDGET_GZIP / 1024} KB gzip`,
   for (const u of ['/app.js', '/app.css', '/vendor/preact.mjs', '/vendor/hooks.mjs', '/vendor/htm.mjs', '/vendor/uplot.mjs', '/vendor/uplot.css', '/views/queries.js', '/views/overview.js']) {
     t.ok(loaded.has(u), `the crawl reached ${u}`);
   }
+  // index.html preloads exactly the module graph below app.js, so none of it waits for its importer.
+  const index = (await get(port, '/')).body.toString();
+  const preloaded = [...index.matchAll(/<link\b[^>]*rel="modulepreload"[^>]*href="([^"]+)"/g)].map((m) => m[1]).sort();
+  const modules = [...loaded.keys()].filter((u) => /\.m?js$/.test(u) && u !== '/app.js').sort();
+  t.same(preloaded, modules, 'every module the app imports is modulepreloaded, and nothing else');
   t.comment(rows.join('\n'));
   t.comment(`total: ${loaded.size} files, ${raw} B, ${gz} B gzip (budget ${BUDGET_GZIP})`);
   t.ok(gz <= BUDGET_GZIP, `${gz} B gzip ≤ ${BUDGET_GZIP}`);

@@ -185,6 +185,7 @@ console:
       await page.waitForSelector('[data-testid=pause-banner]');
       t.pass(`pause banner on ${v}`);
     }
+    await shot('paused');
     await page.click('button[data-action="resume"]');
     await page.waitForSelector('[data-testid=pause-banner]', { state: 'detached' });
     t.equal(await statusBecomes(name, 'NXDOMAIN'), 'NXDOMAIN', 'resumed: blocked again');
