@@ -45,7 +45,7 @@ export function Lists() {
             <td class="wrap" data-label="List"><strong>${name}</strong> <span class="chip">${l.origin === 'api' ? 'added here' : 'config'}</span>
               <div class="small muted">${l.source}</div></td>
             <td data-label="Enabled"><label class="inline"><input type="checkbox" checked=${enabled}
-              onChange=${(e) => run(`${e.currentTarget.checked ? 'Enabled' : 'Disabled'} ${name}`, () => api(`lists/${idOf(l)}`, { method: 'PATCH', body: { enabled: e.currentTarget.checked } }))} />
+              onChange=${(e) => { const on = e.currentTarget.checked; run(`${on ? 'Enabled' : 'Disabled'} ${name}`, () => api(`lists/${idOf(l)}`, { method: 'PATCH', body: { enabled: on } })); }} />
               <span class="sr-only">Enabled: ${name}</span></label></td>
             <td class="num" data-label="Entries">${fmtNum(l.rules)}</td>
             <td data-label="Last refresh">${fmtAgo(toMs(l.lastRefresh))}${l.fromCache ? html` <span class="small muted">(disk copy)</span>` : null}</td>

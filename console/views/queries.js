@@ -1,7 +1,7 @@
 // Query log: search (GET /api/v1/queries) and live tail (GET /api/v1/stream). At 1,000 records/s the
 // stream is batched per animation frame and the table keeps only the newest MAX_ROWS rows, so the
 // work per frame is bounded whatever the rate; "Pause tail" freezes the table while reading.
-import { html, Component, useState, useEffect, useRef, api, listOf, openStream, fmtTime, fmtMs, outcomeOf, isBlocked, deviceLabel, toMs } from '../lib.js';
+import { html, Component, useState, useEffect, useRef, useMemo, api, listOf, openStream, fmtTime, fmtMs, outcomeOf, isBlocked, deviceLabel, toMs } from '../lib.js';
 
 const MAX_ROWS = 200;
 const OUTCOMES = [['', 'any'], ['blocked', 'blocked'], ['cache', 'cache hit'], ['stale', 'stale'], ['upstream', 'upstream'],
@@ -36,18 +36,19 @@ const keyOf = (r) => r.id ?? `${r.time}|${r.client}|${r.clientPort ?? ''}|${r.qn
 class Row extends Component {
   shouldComponentUpdate(next) {
     const p = this.props;
-    return next.r !== p.r || next.scope !== p.scope || next.decided !== p.decided;
+    return next.r !== p.r || next.scope !== p.scope || next.decided !== p.decided || next.groupOf !== p.groupOf;
   }
   render(props) { return renderRow(props); }
 }
 
-function renderRow({ r, scope, decided, onRule }) {
+function renderRow({ r, scope, decided, onRule, groupOf }) {
   const o = outcomeOf(r);
   const blocked = isBlocked(r);
   const action = blocked ? 'allow' : 'block';
   const done = decided[`${action}|${r.qname}`];
   const decidedBy = [r.group && `group ${r.group}`, r.list && `list ${r.list}`, r.rule && `rule ${r.rule}`].filter(Boolean).join(', ');
-  const label = `${blocked ? 'Allow' : 'Block'} ${r.qname} for ${scope === 'group' && r.group ? `group ${r.group}` : 'everyone'}`;
+  const group = scope === 'group' ? groupOf(r) : undefined;
+  const label = `${blocked ? 'Allow' : 'Block'} ${r.qname} for ${group ? `group ${group}` : 'everyone'}`;
   return html`<tr data-qname=${r.qname} class=${`o-${o.key}`}>
     <td class="nowrap" data-label="Time">${fmtTime(toMs(r.time))}</td>
     <td data-label="Device" title=${r.device?.mac ? `${r.client} · ${r.device.mac}` : r.client}>${deviceLabel(r)}</td>
@@ -83,6 +84,17 @@ export function Queries() {
   const [live, setLive] = useState(true);
   const [streamState, setStreamState] = useState('connecting');
   const [scope, setScope] = useState('everyone');
+  // The device's group: the one the filter recorded, else the one the device is in now (GET /clients).
+  const [groups, setGroups] = useState(new Map());
+  useEffect(() => {
+    if (scope !== 'group') return;
+    api('clients').then((d) => {
+      const m = new Map();
+      for (const c of listOf(d, 'clients')) if (c.group) for (const a of c.addresses ?? []) m.set(a, c.group);
+      setGroups(m);
+    }).catch(() => {});
+  }, [scope]);
+  const groupOf = useMemo(() => (r) => r.group ?? groups.get(r.client), [groups]);
   const [decided, setDecided] = useState({});
   const [toast, setToast] = useState(null);
   const held = useRef([]);
@@ -122,7 +134,8 @@ export function Queries() {
 
   const onRule = async (action, r) => {
     const body = { action, name: r.qname };
-    if (scope === 'group' && r.group) body.group = r.group;
+    const group = scope === 'group' ? groupOf(r) : undefined;
+    if (group) body.group = group;
     try {
       const created = await api('rules', { method: 'POST', body });
       setDecided((d) => ({ ...d, [`${action}|${r.qname}`]: true }));
@@ -164,7 +177,7 @@ export function Queries() {
         <caption class="sr-only">Queries, newest first</caption>
         <thead><tr><th scope="col">Time</th><th scope="col">Device</th><th scope="col">Name</th><th scope="col">Type</th>
           <th scope="col">Outcome</th><th scope="col">Answer</th><th scope="col">Latency</th><th scope="col"><span class="sr-only">Action</span></th></tr></thead>
-        <tbody>${rows.map((r) => html`<${Row} key=${keyOf(r)} r=${r} scope=${scope} decided=${decided} onRule=${onRule} />`)}</tbody>
+        <tbody>${rows.map((r) => html`<${Row} key=${keyOf(r)} r=${r} scope=${scope} decided=${decided} onRule=${onRule} groupOf=${groupOf} />`)}</tbody>
       </table>
       ${!rows.length ? html`<p class="muted">No queries match.</p>` : null}
     </div>

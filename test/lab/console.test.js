@@ -223,6 +223,33 @@ console:
     await shot('audit');
   });
 
+  t.test('a device put in a group on /devices; Block for the device\'s group makes a rule for that group', async (t) => {
+    await page.goto(`${BASE}/devices`);
+    const dev = page.locator('tr', { hasText: '10.77.0.2' }).first();
+    await dev.waitFor();
+    await dev.locator('input[name=group]').fill('kids');
+    await dev.locator('button[type=submit]').click();
+    await dev.locator('[role=status]:has-text("saved")').waitFor();
+    const clients = await page.evaluate(async () => (await (await fetch('/api/v1/clients')).json()).clients);
+    const mine = clients.find((c) => c.addresses.includes('10.77.0.2'));
+    t.equal(mine?.group, 'kids', 'the API reports the device in group kids');
+
+    const kidsName = `kids-${lab.id}.wild.test`;
+    t.equal(status(kidsName), 'NOERROR', 'resolves before');
+    await page.goto(`${BASE}/queries?name=${encodeURIComponent(kidsName)}`);
+    await page.selectOption('select[name=scope]', 'group');
+    const row = page.locator(`tr[data-qname="${kidsName}"]`).first();
+    await row.waitFor({ timeout: 10_000 });
+    const button = row.locator('button[data-action="block"]');
+    await page.waitForFunction((n) => document.querySelector(`tr[data-qname="${n}"] button[data-action=block]`)?.getAttribute('aria-label')?.includes('group kids'), kidsName);
+    await button.click();
+    await page.waitForSelector('.toast:has-text("for group kids")');
+    const rules = await page.evaluate(async () => (await (await fetch('/api/v1/rules')).json()).rules);
+    t.ok(rules.some((r) => r.name === kidsName && r.action === 'block' && r.group === 'kids'), 'the rule is scoped to group kids');
+    t.equal(await statusBecomes(kidsName, 'NXDOMAIN'), 'NXDOMAIN', 'the device (in kids) is blocked');
+    await page.selectOption('select[name=scope]', 'everyone');
+  });
+
   t.test('input latency in the query log while the stream delivers about 1,000 records/s', async (t) => {
     const qfile = path.join(lab.dir, 'names.txt');
     fs.writeFileSync(qfile, Array.from({ length: 1000 }, (_, i) => `live${i}.wild.test A`).join('\n') + '\n');
