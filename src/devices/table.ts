@@ -54,7 +54,7 @@ const DEFAULT_NEIGHBOUR_MS = 30_000;
 const DEFAULT_POLL_MS = 10_000;
 const DEBOUNCE_MS = 300;
 /** An unknown address triggers an early neighbour refresh, at most this often. */
-const NEIGHBOUR_NUDGE_MS = 2_000;
+const NEIGHBOUR_NUDGE_MS = 500;
 const LOOKUP_CACHE_MAX = 10_000;
 const REVERSE_CACHE_MAX = 4096;
 const REVERSE_PENDING_MAX = 64;
@@ -97,6 +97,9 @@ export class DeviceTable implements DeviceResolver {
   /** Addresses that already caused an early neighbour read since the last periodic one. */
   private readonly nudged = new Set<string>();
   private neighRunning = false;
+  /** The coalesced early neighbour read that new addresses are waiting for, if any. */
+  private nudgePending: Promise<void> | null = null;
+  private nudgeTimer: NodeJS.Timeout | null = null;
   private closed = false;
   /** Counters for metrics and tests. */
   leaseReloads = 0;
@@ -241,13 +244,35 @@ export class DeviceTable implements DeviceResolver {
     return info;
   }
 
-  /** A new address without a MAC: read the neighbour table early (rate-limited). */
+  /**
+   * A new address without a MAC (a new IPv6 privacy address, typically): read the neighbour table
+   * early. Reads are coalesced and at most one per NEIGHBOUR_NUDGE_MS; every address seen until the
+   * read starts is covered by it.
+   */
   private nudgeNeighbours(a: string): void {
-    const now = Date.now();
-    if (this.nudged.has(a) || now - this.lastNudge < NEIGHBOUR_NUDGE_MS || this.closed || this.nudged.size >= LOOKUP_CACHE_MAX) return;
+    if (this.nudged.has(a) || this.closed || this.nudged.size >= LOOKUP_CACHE_MAX) return;
     this.nudged.add(a);
-    this.lastNudge = now;
-    void this.refreshNeighbours().then(() => { if (!this.closed) this.rebuild(); });
+    if (this.nudgePending) return;
+    const wait = Math.max(0, this.lastNudge + NEIGHBOUR_NUDGE_MS - Date.now());
+    this.nudgePending = new Promise<void>((resolve) => {
+      this.nudgeTimer = setTimeout(() => {
+        this.nudgeTimer = null;
+        this.lastNudge = Date.now();
+        void this.refreshNeighbours().then(() => { if (!this.closed) this.rebuild(); }).finally(() => { this.nudgePending = null; resolve(); });
+      }, wait);
+      this.nudgeTimer.unref();
+    });
+  }
+
+  /**
+   * Resolves once the early neighbour read that a new address triggered has finished, or after
+   * `maxMs`: the store waits for it before writing, so the first query from a new address gets its MAC.
+   */
+  settle(maxMs = 1000): Promise<void> {
+    const p = this.nudgePending;
+    if (!p) return Promise.resolve();
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([p, new Promise<void>((r) => { timer = setTimeout(r, maxMs); timer.unref(); })]).finally(() => clearTimeout(timer));
   }
 
   private queueReverse(a: string): void {
@@ -298,6 +323,7 @@ export class DeviceTable implements DeviceResolver {
     this.closed = true;
     for (const s of this.leases) { s.watcher?.close(); if (s.timer) clearTimeout(s.timer); }
     if (this.pollTimer) clearInterval(this.pollTimer);
+    if (this.nudgeTimer) clearTimeout(this.nudgeTimer);
     if (this.neighTimer) clearInterval(this.neighTimer);
   }
 }

@@ -24,4 +24,6 @@ export interface DeviceResolver {
   list(): DeviceEntry[];
   /** Stops watchers and timers. */
   close(): void;
+  /** Resolves when background refreshes started by recent lookups are done (bounded wait). Optional. */
+  settle?(maxMs?: number): Promise<void>;
 }

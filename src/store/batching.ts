@@ -3,6 +3,7 @@
 // `maxInflightBatches` at a time. When the backend falls behind the ring fills and the oldest
 // unwritten records are overwritten and counted: the queries themselves never wait.
 import type { ClientEntry, QueryRecord, QueryStore, RecordListener, SearchQuery, SearchResult, StatsQuery, StatsResult } from './types.js';
+import type { DeviceResolver } from '../devices/types.js';
 
 export interface BatchingOptions {
   /** Records held in memory before the oldest are dropped. */
@@ -13,6 +14,8 @@ export interface BatchingOptions {
   flushMs?: number;
   maxInflightBatches?: number;
   onError?: (e: Error) => void;
+  /** Records without a device MAC are looked up again just before they are written (see flush). */
+  devices?: DeviceResolver | null;
 }
 
 export const DEFAULT_QUEUE_MAX = 100_000;
@@ -31,6 +34,8 @@ export abstract class BatchingStore implements QueryStore {
   private readonly listeners = new Set<RecordListener>();
   private idleWaiters: (() => void)[] = [];
   private lastErrorAt = 0;
+  /** Device fill-in runs batch after batch, so batches still reach the backend in append order. */
+  private ready: Promise<void> = Promise.resolve();
   protected readonly queueMax: number;
   protected readonly batchMax: number;
   private readonly maxInflight: number;
@@ -93,7 +98,9 @@ export abstract class BatchingStore implements QueryStore {
     while (this.size > 0 && this.inflight < this.maxInflight) {
       const batch = this.take();
       this.inflight++;
-      this.writeBatch(batch).then(() => {
+      const ready = this.bopts.devices ? this.ready.then(() => this.fillDevices(batch)) : null;
+      if (ready) this.ready = ready.catch(() => {});
+      (ready ? ready.then(() => this.writeBatch(batch)) : this.writeBatch(batch)).then(() => {
         this.written += batch.length;
         this.batches++;
       }, (e: Error) => {
@@ -107,6 +114,21 @@ export abstract class BatchingStore implements QueryStore {
         if (this.size >= this.batchMax || (this.closing && this.size > 0)) this.flush();
         if (this.size === 0 && this.inflight === 0) { const w = this.idleWaiters; this.idleWaiters = []; for (const f of w) f(); }
       });
+    }
+  }
+
+  /**
+   * The first query from a new address (an IPv6 privacy address) usually arrives before the neighbour
+   * table has been re-read; by the time its batch is written, that read has finished (bounded wait).
+   */
+  private async fillDevices(batch: QueryRecord[]): Promise<void> {
+    const d = this.bopts.devices!;
+    if (!batch.some((r) => !r.device?.mac)) return;
+    await d.settle?.(1000);
+    for (const r of batch) {
+      if (r.device?.mac || r.kind === 'bypass') continue;
+      const info = d.lookup(r.client);
+      if (info.name !== undefined || info.mac !== undefined) r.device = info;
     }
   }
 
