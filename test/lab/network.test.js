@@ -231,6 +231,10 @@ function tcp() {
     execFileSync('ip', ['-n', g, 'link', 'set', 'v1', 'up']);
     execFileSync('ip', ['-n', s, 'link', 'set', 'v1', 'up']);
     execFileSync('ip', ['-n', s, 'route', 'add', 'default', 'via', '198.51.100.1']);
+    // A router's shape: the server side is the WAN (default route there), the client side the LAN.
+    // (topology() points the gateway's defaults at the client, which would make v0 the WAN.)
+    execFileSync('ip', ['-n', g, 'route', 'replace', 'default', 'via', '198.51.100.53', 'dev', 'v1']);
+    execFileSync('ip', ['-n', g, '-6', 'route', 'del', 'default']);
     sh(g, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
     const server = spawn('ip', ['netns', 'exec', s, process.execPath, '-e',
       `const d=require('dgram').createSocket('udp4');d.on('message',(m,r)=>d.send('real:'+m,r.port,r.address));d.bind(53,()=>console.log('ready'));`],
@@ -307,7 +311,8 @@ function tcp() {
     children.push(child);
     return child;
   };
-  const waitOk = async (ns, cfg, child, ms = 15000) => {
+  // A bound, not a speed claim: on a loaded 2-core machine start-up alone has taken over 15 s.
+  const waitOk = async (ns, cfg, child, ms = 60_000) => {
     const end = Date.now() + ms;
     let last;
     while (Date.now() < end) {
