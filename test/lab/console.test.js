@@ -9,7 +9,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { openLab, baseConfig, SERVER_V4, waitFor, sleep, ROOT } from './lib.js';
+import { openLab, baseConfig, SERVER_V4, waitFor, sleep, portOpen, ROOT } from './lib.js';
 import { openBrowser, browserUnavailable } from '../console/browser.js';
 
 const CONSOLE = '10.77.0.1:8080';
@@ -81,6 +81,8 @@ console:
       if (srv.exitCode !== null) throw new Error(`dns-tproxy exited: ${fs.readFileSync(srv.logPath, 'utf8')}`);
       return /status: NOERROR/.test(lab.dig([`@${SERVER_V4}`, 'a.lab.test', 'A', '+tries=1', '+time=1'], true));
     }, 120_000, 'dns-tproxy answering through TPROXY');
+    // The DNS listeners can answer a moment before the console's listener is bound.
+    await waitFor(() => portOpen(lab.gw, 8080), 30_000, 'the console listening');
   };
 
   // Setup as a subtest: tap ends a file's plan at its first top-level assertion otherwise.
