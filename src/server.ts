@@ -26,8 +26,10 @@ import { IngressAcl } from './network/ingress.js';
 import { resolveNetworkConfig, type NetworkConfig } from './network/config.js';
 import { startHttp } from './metrics/http.js';
 import { registerServerMetrics } from './metrics/server-metrics.js';
+import { carryOverUpstreamStats, carryOverForwardCounters } from './metrics/carry-over.js';
 import { ListenError } from './errors.js';
 import { QueryLog, type QueryLogConfig } from './log/query-log.js';
+import { Anonymizer } from './log/anonymize.js';
 import type { DnstapWriter, DnstapConfig } from './log/dnstap.js';
 import { AuditObserver } from './pipeline/audit.js';
 import { TopK } from './metrics/topk.js';
@@ -142,15 +144,19 @@ export class DnsServer {
 
   private setupAudit(config: Config): void {
     const logCfg = config.log as QueryLogConfig | undefined;
+    // log.anonymize is the privacy setting for every client address we hand out (log, /stats/top, dnstap).
+    const anonymizer = logCfg?.anonymize && logCfg.anonymize.mode !== 'none' ? new Anonymizer(logCfg.anonymize) : null;
     if (logCfg && logCfg.mode !== 'off') {
       this.queryLog = new QueryLog({ ...logCfg, mode: logCfg.mode ?? 'all', output: logCfg.output ?? 'stdout' }, {
         onError: (e) => this.log('warn', 'query log write failed; dropping entries until it recovers', { error: e.message }),
+        anonymizer: anonymizer ?? undefined,
       });
     }
     const stats = (config.stats ?? {}) as { topK?: number; sampleEvery?: number };
     const k = stats.topK ?? 200;
     if (k > 0) this.top = { clients: new TopK(k), names: new TopK(k), sampleEvery: stats.sampleEvery ?? 32 };
     this.audit = new AuditObserver(this.queryLog, null, this.top);
+    this.audit.anonymizer = anonymizer;
     if (this.queryLog || this.top) this.sender.observers.push(this.audit);
   }
 
@@ -235,7 +241,9 @@ export class DnsServer {
     registerServerMetrics(this);
     if (this.store || this.devices) (await import('./store/index.js')).registerStoreMetrics(this.registry, () => this.store, () => this.devices);
     if (this.bypassStage || this.bypass) registerBypassMetrics(this.registry, () => this.bypass, this.bypassStage);
-    collectDefaultMetrics({ register: this.registry, prefix: 'dns_tproxy_' });
+    // The event-loop lag histogram samples with a libuv timer: prom-client's default 10 ms precision woke
+    // an idle process 100 times a second (issue #20); 1 s keeps the figure with 1 wakeup.
+    collectDefaultMetrics({ register: this.registry, prefix: 'dns_tproxy_', eventLoopMonitoringPrecision: 1000 });
     // prom-client names these gauges *_total, which Prometheus reserves for counters (promtool rejects it).
     for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
       this.registry.removeSingleMetric(`dns_tproxy_${name}`);
@@ -246,6 +254,7 @@ export class DnsServer {
         ready: () => this.readiness(),
         flushCache: (name) => this.cache?.flush(name) ?? 0,
         json: { '/stats/top': () => this.topSnapshot() },
+        adminToken: cfg.metrics.adminToken, hosts: cfg.metrics.hosts,
       });
     }
     if (this.console) {
@@ -343,6 +352,9 @@ export class DnsServer {
     // In-flight queries finish on the old stage (it keeps its pool open until they are done).
     const oldForward = this.chain.replaceStage('forward', forward) as ForwardStage;
     forward.onForwarded = oldForward.onForwarded;
+    // Counters continue across the swap: a reload must not look like a restart to Prometheus.
+    carryOverUpstreamStats(old.upstreams, pool.upstreams);
+    carryOverForwardCounters(oldForward, forward);
     this.forward = forward;
     this.upstreams = pool;
     this.config = next;

@@ -74,6 +74,7 @@ export async function runPrimary(cfg: Config, n: number, log: LogFn): Promise<{ 
       ready: () => lastReady,
       flushCacheAsync: async (name) => ((await ask({ kind: 'flush', name })) as number[]).reduce((a, b) => a + (b ?? 0), 0),
       json: { '/stats/top': () => lastTop },
+      adminToken: cfg.metrics.adminToken, hosts: cfg.metrics.hosts,
     });
   }
   log('info', 'workers started', { workers: n });

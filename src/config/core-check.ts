@@ -21,6 +21,8 @@ export function checkCore(cfg: Config, report: ConfigReport): void {
       const { host } = parseHostPort(cfg.metrics.listen);
       if (!isLoopback(host) && !cfg.metrics.allowNonLoopback) {
         report(['metrics', 'listen'], `${host} is not loopback; set metrics.allowNonLoopback: true to expose metrics and admin endpoints`);
+      } else if (!isLoopback(host) && cfg.metrics.adminToken === undefined) {
+        report(['metrics', 'listen'], `${host} is not loopback: set metrics.adminToken (16+ characters) so that admin actions need it`);
       }
     } catch (e) {
       report(['metrics', 'listen'], (e as Error).message);

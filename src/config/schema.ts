@@ -99,6 +99,10 @@ export const coreSchema = {
       listen: hostPort,
       /** A non-loopback metrics/admin bind must be asked for explicitly. */
       allowNonLoopback: { type: 'boolean' },
+      /** Bearer token for admin actions (cache flush); required when metrics.listen is not loopback. */
+      adminToken: { type: 'string', minLength: 16 },
+      /** Host names (besides IP literals and localhost) the endpoint answers to: DNS-rebinding guard. */
+      hosts: { type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9.-]+$' } },
     },
   },
   stateDir: { type: 'string' },

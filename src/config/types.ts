@@ -33,7 +33,7 @@ export interface Config {
     plain0x20: boolean;
   };
   cache: CacheConfig & { enabled: boolean };
-  metrics: { listen?: string; allowNonLoopback: boolean };
+  metrics: { listen?: string; allowNonLoopback: boolean; adminToken?: string; hosts?: string[] };
   stateDir: string;
   /** Directory of the config file: relative paths in it resolve from here. */
   baseDir: string;

@@ -78,6 +78,8 @@ export interface QueryLogOptions {
   now?: () => number;
   /** called on each write error (e.g. to log it once); must not throw */
   onError?: (err: Error) => void;
+  /** The process-wide client-address privacy setting (shared with /stats/top and dnstap, so hashes agree). */
+  anonymizer?: Anonymizer;
 }
 
 export const DEFAULT_BUFFER_ENTRIES = 10000;
@@ -277,7 +279,7 @@ export class QueryLog {
   constructor(cfg: QueryLogConfig, opts: QueryLogOptions = {}) {
     this.mode = cfg?.mode ?? 'all';
     this.bound = Math.max(1, Math.trunc(cfg?.bufferEntries ?? DEFAULT_BUFFER_ENTRIES) || DEFAULT_BUFFER_ENTRIES);
-    this.anon = new Anonymizer(cfg?.anonymize);
+    this.anon = opts.anonymizer ?? new Anonymizer(cfg?.anonymize);
     this.now = opts.now ?? Date.now;
     this.onError = opts.onError;
     const output = cfg?.output ?? 'stdout';

@@ -9,12 +9,18 @@ import { qtypeName } from '../metrics/counters.js';
 import { QueryLog, summarizeAnswers, type QueryLogEntry } from '../log/query-log.js';
 import type { DnstapWriter } from '../log/dnstap.js';
 import { TopK } from '../metrics/topk.js';
+import type { Anonymizer } from '../log/anonymize.js';
 import type { DeviceResolver } from '../devices/types.js';
 
 export class AuditObserver implements QueryObserver {
   constructor(private readonly log: QueryLog | null, public tap: DnstapWriter | null,
     private readonly top: { clients: TopK; names: TopK; sampleEvery: number } | null) {}
   private sampleCount = 0;
+  /**
+   * log.anonymize, applied to every client address this observer hands on (/stats/top, dnstap), as the
+   * query log applies it to its lines: one privacy setting, honoured everywhere.
+   */
+  anonymizer: Anonymizer | null = null;
   /** Names the client's device in log lines (set by the server once the device table is up). */
   devices: DeviceResolver | null = null;
 
@@ -27,15 +33,19 @@ export class AuditObserver implements QueryObserver {
     const qname = ctx.q.hasQuestion ? qnameString(ctx.buf, 0, ctx.q.qnameEnd) : '';
     if (wantTop) {
       this.sampleCount = 0;
-      this.top!.clients.add(where.client);
+      this.top!.clients.add(this.anonymizer ? this.anonymizer.apply(where.client) : where.client);
       this.top!.names.add(qname);
     }
     if (this.tap) {
       const proto = isStream(ctx.responder.transport) ? 'tcp' : 'udp';
       const q = ctx.buf.subarray(0, ctx.len);
       const a = wire.subarray(off, off + len);
-      this.tap.clientQuery(ctx.wallStarted, where.family, proto, where.client, where.clientPort, where.server, where.serverPort, q);
-      this.tap.clientResponse(ctx.wallStarted, Date.now(), where.family, proto, where.client, where.clientPort, where.server, where.serverPort, q, a);
+      // Anonymised: a truncated address stays an address; a hash is not one, so dnstap leaves it out. The
+      // client port goes too (with the time it could single a client out again).
+      const client = this.anonymizer ? this.anonymizer.apply(where.client) : where.client;
+      const clientPort = this.anonymizer ? 0 : where.clientPort;
+      this.tap.clientQuery(ctx.wallStarted, where.family, proto, client, clientPort, where.server, where.serverPort, q);
+      this.tap.clientResponse(ctx.wallStarted, Date.now(), where.family, proto, client, clientPort, where.server, where.serverPort, q, a);
     }
     if (wantLog) {
       const entry: QueryLogEntry = {

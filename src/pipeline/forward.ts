@@ -15,6 +15,7 @@ import type { Stage, Next } from './chain.js';
 import type { QueryContext } from './context.js';
 import type { Upstream, UpstreamHandler, UpstreamErrorReason, UpstreamCall } from '../upstream/types.js';
 import type { UpstreamPool } from '../upstream/pool.js';
+import { DeadlineSweeper, type TimerApi } from '../upstream/deadlines.js';
 
 export interface ForwardOptions {
   /** Overall time a query may spend upstream, across attempts. */
@@ -30,7 +31,8 @@ export interface ForwardOptions {
 /** RFC 8914: 22 No Reachable Authority (every upstream timed out), 23 Network Error (they failed). */
 const EDE_NO_REACHABLE_AUTHORITY = 22;
 const EDE_NETWORK_ERROR = 23;
-/** How often hedge delays and the overall deadline are checked (one timer for all queries). */
+/** Least time between two checks of hedge delays and deadlines while queries wait (one timer for all
+ *  queries, armed only while some wait). */
 const SWEEP_MS = 10;
 
 interface Outstanding { i: number; call: UpstreamCall | void; started: number; hedgeAt: number }
@@ -44,7 +46,9 @@ class Attempt implements UpstreamHandler {
   readonly out: Outstanding[] = [];
   finished = false;
   hedged = false;
-  constructor(readonly stage: ForwardStage, readonly ctx: QueryContext, readonly deadline: number, readonly wire: Buffer) {}
+  /** The next hedge time or the deadline, whichever comes first (the sweeper's key). */
+  due: number;
+  constructor(readonly stage: ForwardStage, readonly ctx: QueryContext, readonly deadline: number, readonly wire: Buffer) { this.due = deadline; }
 
   onUpstreamResult(_ctx: QueryContext, upstream: Upstream, answer: Buffer | null, error: UpstreamErrorReason | null, latencyMs: number): void {
     this.stage.result(this, upstream, answer, error, latencyMs);
@@ -61,13 +65,14 @@ export class ForwardStage implements Stage {
   /** Extra requests sent because an attempt was slow (hedge) or by the parallel strategy / probes. */
   hedges = 0;
   private readonly info = new AnswerInfo();
-  private readonly watching: Attempt[] = [];
-  private sweepTimer: NodeJS.Timeout | null = null;
+  private readonly deadlines: DeadlineSweeper<Attempt>;
   /** dnstap FORWARDER_QUERY/RESPONSE, when configured. */
   onForwarded: ((upstream: string, query: Uint8Array, answer: Uint8Array | null, tQuery: number, tResp: number) => void) | null = null;
 
   constructor(private readonly pool: UpstreamPool, private readonly respond: (ctx: QueryContext) => void,
-    private readonly opts: ForwardOptions, private readonly now: () => number = () => performance.now()) {}
+    private readonly opts: ForwardOptions, private readonly now: () => number = () => performance.now(), timers?: TimerApi) {
+    this.deadlines = new DeadlineSweeper<Attempt>((a, t) => this.visit(a, t), { resolutionMs: SWEEP_MS, now, timers });
+  }
 
   query(ctx: QueryContext, _next: Next): void {
     if (this.inflight >= this.opts.maxInflight) {
@@ -78,11 +83,6 @@ export class ForwardStage implements Stage {
     this.inflight++;
     const wire = buildUpstreamQuery(ctx, this.opts);
     const a = new Attempt(this, ctx, this.now() + this.opts.timeoutMs, wire);
-    this.watching.push(a);
-    if (!this.sweepTimer) {
-      this.sweepTimer = setInterval(() => this.sweep(), SWEEP_MS);
-      this.sweepTimer.unref();
-    }
     const i = this.launch(a);
     if (i < 0) { this.finish(a, null); return; }
     // parallel strategy, or a half-open probe: a second upstream at once.
@@ -101,6 +101,9 @@ export class ForwardStage implements Stage {
     const t = this.now();
     const o: Outstanding = { i, call: undefined, started: t, hedgeAt: t + this.pool.hedgeDelay(i) };
     a.out.push(o);
+    // Watched from the first launch; a later one may bring the next hedge time forward.
+    if (o.hedgeAt < a.due) a.due = o.hedgeAt;
+    if (first) this.deadlines.add(a); else this.deadlines.moved(a);
     // Each request gets its own copy: transports may write their own ID into it, or hold it for a replay.
     o.call = up.send(first ? a.wire : Buffer.from(a.wire), a.ctx, a, a.deadline);
     return i;
@@ -145,41 +148,42 @@ export class ForwardStage implements Stage {
     if (a.out.length === 0) this.finish(a, null);
   }
 
-  /** Hedges slow attempts and enforces the deadline for transports that do not. */
-  private sweep(): void {
-    const list = this.watching;
-    const t = this.now();
-    let w = 0;
-    for (let r = 0; r < list.length; r++) {
-      const a = list[r];
-      if (a.finished) continue;
-      if (t >= a.deadline) {
-        a.lastError = a.lastError ?? 'timeout';
-        if (a.lastError === 'over_capacity') a.lastError = 'timeout';
-        this.finish(a, null);
-        continue;
-      }
-      for (let k = 0; k < a.out.length; k++) {
-        const o = a.out[k];
-        if (t < o.hedgeAt) continue;
-        o.hedgeAt = Infinity;
-        // Only when there is someone else to ask: a lone slow upstream is not marked down for it.
-        const before = a.tried;
-        if (this.launch(a) >= 0) {
-          this.hedges++;
-          this.pool.slow(o.i, t - o.started);
-        }
-        if (a.tried !== before) break;
-      }
-      list[w++] = a;
+  /** Runs the hedge and deadline checks now (the timer does this; fake-clock tests call it). */
+  sweep(): void { this.deadlines.run(); }
+
+  /** Whether the sweeper's timer is armed (tests: not while nothing waits). */
+  get timerArmed(): boolean { return this.deadlines.armed; }
+
+  /** Hedges a slow attempt and enforces the deadline for transports that do not. */
+  private visit(a: Attempt, t: number): void {
+    if (a.finished) { this.deadlines.delete(a); return; }
+    if (t >= a.deadline) {
+      a.lastError = a.lastError ?? 'timeout';
+      if (a.lastError === 'over_capacity') a.lastError = 'timeout';
+      this.finish(a, null);
+      return;
     }
-    list.length = w;
-    if (w === 0 && this.sweepTimer) { clearInterval(this.sweepTimer); this.sweepTimer = null; }
+    for (let k = 0; k < a.out.length; k++) {
+      const o = a.out[k];
+      if (t < o.hedgeAt) continue;
+      o.hedgeAt = Infinity;
+      // Only when there is someone else to ask: a lone slow upstream is not marked down for it.
+      const before = a.tried;
+      if (this.launch(a) >= 0) {
+        this.hedges++;
+        this.pool.slow(o.i, t - o.started);
+      }
+      if (a.tried !== before) break;
+    }
+    let due = a.deadline;
+    for (let k = 0; k < a.out.length; k++) if (a.out[k].hedgeAt < due) due = a.out[k].hedgeAt;
+    a.due = due;
   }
 
   private finish(a: Attempt, answered: Buffer | null): void {
     if (a.finished) return;
     a.finished = true;
+    this.deadlines.delete(a);
     // The losers: withdraw them so they neither cost the upstream nor call back.
     for (const o of a.out) {
       if (o.call) { o.call.cancel(); this.pool.cancelled(o.i); }
@@ -202,8 +206,7 @@ export class ForwardStage implements Stage {
 
   /** Stops the sweeper (the pool is closed separately). */
   close(): void {
-    if (this.sweepTimer) clearInterval(this.sweepTimer);
-    this.sweepTimer = null;
+    this.deadlines.clear();
   }
 }
 

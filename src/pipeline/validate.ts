@@ -22,9 +22,20 @@ export class ValidateStage implements Stage {
     else ctx.maxReply = q.hasOpt ? Math.min(q.udpSize, this.serverUdpMax) : 512;
     if (st === ReadStatus.OK) { next(ctx); return; }
     if (st === ReadStatus.DROP) { this.dropped++; this.drop(ctx); return; }
+    if (st === ReadStatus.NOTIMP) {
+      // An opcode we do not implement: answer as unbound does (worker_check_request), the query itself
+      // echoed with QR set and RCODE=NOTIMP, every other header bit as the client sent it (RD echoed,
+      // RA not claimed). No larger than the query, so it amplifies nothing.
+      this.notimp++;
+      syncScratch.set(ctx.buf.subarray(0, ctx.len), 0);
+      syncScratch[2] = ctx.buf[2] | 0x80;
+      syncScratch[3] = (ctx.buf[3] & 0xf0) | Rcode.NOTIMP;
+      ctx.setAnswer(syncScratch, 0, ctx.len);
+      this.respond(ctx);
+      return;
+    }
     let rcode: number;
-    if (st === ReadStatus.NOTIMP) { this.notimp++; rcode = Rcode.NOTIMP; }
-    else if (st === ReadStatus.BADVERS) { this.badvers++; rcode = Rcode.BADVERS; }
+    if (st === ReadStatus.BADVERS) { this.badvers++; rcode = Rcode.BADVERS; }
     else { this.formerr++; rcode = Rcode.FORMERR; q.hasOpt = false; }
     const n = writeHeaderOnlyReply(ctx.buf, 0, q, rcode, syncScratch, 0);
     ctx.setAnswer(syncScratch, 0, n);

@@ -13,6 +13,7 @@ import type { QueryContext } from '../pipeline/context.js';
 import { Upstream, UpstreamHandler, UpstreamStats, UpstreamErrorReason, UpstreamCall } from './types.js';
 import { BootstrapResolver } from './bootstrap.js';
 import { H2Connection, type H2Events, type H2Failure } from './h2.js';
+import { DeadlineSweeper, type DeadlineOptions } from './deadlines.js';
 
 export interface DohOptions {
   url: string;
@@ -33,6 +34,8 @@ export interface DohOptions {
   bootstrap?: BootstrapResolver;
   /** A connection not up within this long is abandoned (default 5000 ms). */
   connectTimeoutMs?: number;
+  /** Fake clock and timers for the request deadlines (tests). */
+  deadlines?: DeadlineOptions;
 }
 
 const MAX_DNS_MESSAGE = 65535;
@@ -49,8 +52,9 @@ class DohRequest implements UpstreamCall {
   replays = 0;
   /** Sent on `conn` and not yet answered there. */
   onWire = false;
+  readonly due: number;
   constructor(readonly upstream: DohUpstream, public conn: DohConnection, readonly ctx: QueryContext,
-    readonly handler: UpstreamHandler, readonly started: number, readonly deadline: number, readonly query: Buffer) {}
+    readonly handler: UpstreamHandler, readonly started: number, readonly deadline: number, readonly query: Buffer) { this.due = deadline; }
 
   cancel(): void { this.upstream.cancel(this); }
 }
@@ -113,11 +117,11 @@ export class DohUpstream implements Upstream {
   private readonly secureContext: tls.SecureContext;
   private readonly servername: string | undefined;
   private readonly conns: DohConnection[] = [];
-  private readonly pending = new Set<DohRequest>();
+  /** Requests in flight, by deadline: one timer, armed only while some are. */
+  private readonly pending: DeadlineSweeper<DohRequest>;
   private readonly maxStreams: number;
   private readonly maxConns: number;
   private readonly maxAnswer: number;
-  private readonly sweepTimer: NodeJS.Timeout;
   private pingTimer: NodeJS.Timeout | null = null;
   private closed = false;
   /** Stands in for a connection on requests refused before one was picked. */
@@ -158,8 +162,7 @@ export class DohUpstream implements Upstream {
     this.maxConns = opts.maxConnections ?? 4;
     this.maxAnswer = opts.maxAnswerBytes ?? MAX_DNS_MESSAGE;
     // One sweeper for every deadline instead of a timer per query.
-    this.sweepTimer = setInterval(() => this.sweep(), 25);
-    this.sweepTimer.unref();
+    this.pending = new DeadlineSweeper<DohRequest>((req) => this.fail(req, 'timeout'), { resolutionMs: 25, ...opts.deadlines });
     // With no live connection, dial one every interval: a dead upstream shows up in /readyz and metrics
     // without waiting for a client query to fail on it, and a recovered one is back as soon as it answers.
     this.healthTimer = setInterval(() => this.checkConnectivity(), opts.healthIntervalMs ?? 2000);
@@ -326,11 +329,11 @@ export class DohUpstream implements Upstream {
     h2.ping(() => { clearTimeout(timer); c.probing = false; });
   }
 
-  private sweep(): void {
-    if (this.pending.size === 0) return;
-    const now = performance.now();
-    for (const req of this.pending) if (now >= req.deadline) this.fail(req, 'timeout');
-  }
+  /** Runs the deadline check now (fake-clock tests). */
+  sweep(): void { this.pending.run(); }
+
+  /** Whether a deadline timer is armed (tests: none while nothing is in flight). */
+  get timerArmed(): boolean { return this.pending.armed; }
 
   private pingIdle(interval: number): void {
     const now = performance.now();
@@ -345,10 +348,10 @@ export class DohUpstream implements Upstream {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.sweepTimer);
     clearInterval(this.healthTimer);
     if (this.pingTimer) clearInterval(this.pingTimer);
-    for (const req of [...this.pending]) this.fail(req, 'closed');
+    for (const req of this.pending.values()) this.fail(req, 'closed');
+    this.pending.clear();
     // A copy: a connection with nothing in flight closes at once and leaves `conns`.
     for (const c of [...this.conns]) c.h2?.close();
   }

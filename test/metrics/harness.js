@@ -111,6 +111,8 @@ export async function startServer(t, yaml, { log = () => {} } = {}) {
       return res.text();
     },
     async close() {
+      if (h.closed) return;
+      h.closed = true;
       for (const w of waiting.values()) clearTimeout(w.timer);
       await new Promise((r) => client.close(r));
       await server.close();
