@@ -26,6 +26,8 @@ import net from 'node:net';
 import { readQuery, ReadStatus, writeHeaderOnlyReply, Rcode } from '../dns/wire.js';
 import type { Stage, Next } from './chain.js';
 import { isStream, type QueryContext } from './context.js';
+// The rx metadata layout has one source, checked against the addon when it loads (native/lib).
+import { M_FAMILY, M_SRC_ADDR } from '../../native/lib/index.js';
 
 export interface LimitsConfig {
   /** Sustained queries per second per client (or per IPv6 prefix). */
@@ -62,8 +64,6 @@ export const limitsSchema = {
 /** Slots searched around a key's hash position. */
 export const WINDOW = 8;
 
-const M_FAMILY = 1;
-const M_SRC_ADDR = 8;
 
 const refusedScratch = Buffer.allocUnsafe(1024);
 
