@@ -57,9 +57,10 @@ try {
 const ans = Buffer.from('0000818000010001000000000268300477696c6404746573740000010001c00c000100010000012c0004c0000214', 'hex');
 const s = http2.createSecureServer({ cert: fs.readFileSync(${JSON.stringify(cert)}), key: fs.readFileSync(${JSON.stringify(key)}), allowHTTP1: true, settings: { maxConcurrentStreams: 256 } });
 const reply = (body, id) => { const a = Buffer.from(ans); a[0] = id[0]; a[1] = id[1]; return a; };
-${api === 'core'
-    ? `s.on('stream', (st, h) => { const c = []; st.on('data', (d) => c.push(d)); st.on('end', () => { const q = h[':method'] === 'POST' ? Buffer.concat(c) : Buffer.from(h[':path'].split('dns=')[1] ?? '', 'base64url'); st.respond({ ':status': 200, 'content-type': 'application/dns-message' }); st.end(reply(null, q)); }); });`
+${api !== 'compat'
+    ? `s.on('stream', (st, h) => { const c = []; st.on('data', (d) => c.push(d)); st.on('end', () => { const q = h[':method'] === 'POST' ? Buffer.concat(c) : Buffer.from(h[':path'].split('dns=')[1] ?? '', 'base64url'); st.respond({ ':status': 200, 'content-type': 'application/dns-message' }); ${api === 'core-end' ? 'st.end(reply(null, q));' : 'st.write(reply(null, q)); st.end();'} }); });`
     : `s.on('request', (req, res) => { const c = []; req.on('data', (d) => c.push(d)); req.on('end', () => { const q = req.method === 'POST' ? Buffer.concat(c) : Buffer.from(req.url.split('dns=')[1] ?? '', 'base64url'); res.writeHead(200, { 'content-type': 'application/dns-message' }); res.end(reply(null, q)); }); });`}
+${api === 'core-nodelay' ? "s.on('secureConnection', (so) => so.setNoDelay(true));" : ''}
 s.listen(443, ${JSON.stringify(GW_LAN_V4)});
 `);
     const proc = lab.spawnIn(lab.gw, process.execPath, [script], path.join(lab.dir, `bare-${api}.log`));
@@ -105,6 +106,10 @@ setSecurityPollSuffix("")
       return { proc, modes: ['dot', 'doh'] };
     },
     h2core: bare('core'),
+    // The same, but the body passed to end(): measured slower than write() then end() (see README).
+    h2coreend: bare('core-end'),
+    // The core API with TCP_NODELAY on the TLS socket (node:http2 leaves Nagle on).
+    h2corend: bare('core-nodelay'),
     h2compat: bare('compat'),
   };
 
