@@ -11,7 +11,7 @@ import {
 import { DomainTable, HASH_SEED, hashBytes, hfinal, hstep } from './table.js';
 import type { BadLine, BlockDecision, Decision, ForwardDecision, LocalDecision } from './types.js';
 import { BlockTemplates, readName, skipName } from './wire.js';
-import type { RuleMatcher } from './regex-guard.js';
+import { anyOfRules, type RuleMatcher } from './regex-guard.js';
 
 // kind = cls * 3 + scope (0..11); bit 12 = "complex rules exist for this key"
 const K_COMPLEX = 12;
@@ -142,6 +142,12 @@ export class FilterEngine {
   private readonly nSrc: number;
   private readonly nCombos: number;
   private readonly groupRegex: RegexRule[][];
+  /**
+   * Per group: one program matching where any of the group's regex rules match (null: one rule, or
+   * the union did not compile). Most names match no rule; they pay one automaton pass instead of one
+   * per rule (bench/filter-bench.js: 1,000 rules cost ~4 µs instead of ~600 µs per name).
+   */
+  private readonly groupRegexGate: (RuleMatcher | null)[];
   private readonly groupMode: BlockMode[];
 
   /** @internal */
@@ -188,6 +194,14 @@ export class FilterEngine {
     this.groupRegex = groups.map((_, gi) => live
       .filter((r) => this.rank[gi * this.nSrc + r.src]! >= 0)
       .sort((a, b) => this.rank[gi * this.nSrc + a.src]! - this.rank[gi * this.nSrc + b.src]!));
+    const gates = new Map<string, RuleMatcher | null>();
+    this.groupRegexGate = this.groupRegex.map((rx) => {
+      if (rx.length < 2) return null;
+      const patterns = rx.map((r) => r.pattern);
+      const key = patterns.join('\n');
+      if (!gates.has(key)) gates.set(key, anyOfRules(patterns));
+      return gates.get(key)!;
+    });
     this.groupMode = groups.map((g) => g.mode);
     let needs = false;
     const hasClient = (m: Modifiers | null): boolean => !!m?.clients?.some((c) => c.cidr !== null);
@@ -390,7 +404,8 @@ export class FilterEngine {
     }
     if (!iallow) {
       const rx = this.groupRegex[group];
-      if (rx !== undefined && rx.length > 0) {
+      const gate = this.groupRegexGate[group];
+      if (rx !== undefined && rx.length > 0 && (gate == null || gate.test(q))) {
         for (let j = 0; j < rx.length; j++) {
           const r = rx[j]!;
           if (r.cls === C_IMP ? impObj !== null || impSlot >= 0 : r.cls === C_BLOCK ? blockObj !== null || blockSlot >= 0 : false) continue;

@@ -7,5 +7,5 @@ export type { NeighbourEntry, ListInput, SourceInfo } from './engine.js';
 export { FilterManager, readSystemNeighbours } from './manager.js';
 export type { FilterManagerOptions, FilterStats, ListStats } from './manager.js';
 export { writeBlockedAnswer, writeLocalAnswer } from './wire.js';
-export { checkRegex } from './regex-guard.js';
+export { anyOfRules, checkRegex } from './regex-guard.js';
 export { parseRule, normalizeDomain } from './parse.js';

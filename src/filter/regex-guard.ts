@@ -95,3 +95,16 @@ export function compileRule(src: string): RuleMatcher | null {
   const r = checkRegex(src, Infinity);
   return r.ok ? r.re! : null;
 }
+
+/**
+ * One program that matches where any of `patterns` (each already accepted) matches, or null when the
+ * union does not compile (two rules naming the same capture group). A gate, not a verdict: which rule
+ * matched, and in which order rules apply, is still decided rule by rule.
+ */
+export function anyOfRules(patterns: string[]): RuleMatcher | null {
+  try {
+    return RE2JS.compile(patterns.map((p) => `(?:${p})`).join('|'));
+  } catch {
+    return null;
+  }
+}

@@ -97,3 +97,30 @@ t.test('program size is measured (a re2js upgrade that hides it fails here, not 
   t.match(checkRegex('\\p{L}{250}\\p{N}{10}'), { ok: false, reason: /program too large/ });
   t.match(checkRegex('\\p{L}{1000}'), { ok: false, reason: /repeat count above 256/ });
 });
+
+t.test('the per-group union of regex rules gates the rule loop without changing verdicts', async (t) => {
+  const { buildEngine, anyOfRules } = await import(DIST);
+  const kids = ['/^game[0-9]*\\./', '/(^|\\.)chat\\.example$/'];
+  const eng = await buildEngine({
+    filter: { lists: [{ name: 'rx', path: 'x' }] },
+    groups: [{ name: 'kids', clients: ['10.0.0.0/8'], lists: [], block: kids, inheritGlobal: false }],
+  }, [{ name: 'rx', data: Buffer.from(['/^ad[0-9]+\\./', '/tracker/', '@@/^ad7\\./', '/(pix)el\\./', '/(bea)con\\./'].join('\n')) }]);
+  const v = (name, group = 0) => eng.decide(name, 1, group)?.kind ?? 'pass';
+  // default group: the list
+  t.equal(v('ad1.example'), 'block');
+  t.equal(v('ad7.example'), 'pass', 'exception still wins behind the gate');
+  t.equal(v('my.tracker.example'), 'block');
+  t.equal(v('pixel.example'), 'block');
+  t.equal(v('beacon.example'), 'block');
+  t.equal(v('game1.example'), 'pass', 'a kids rule does not apply to the default group');
+  // kids group: its own two rules only
+  t.equal(v('game1.example', 1), 'block');
+  t.equal(v('x.chat.example', 1), 'block');
+  t.equal(v('ad1.example', 1), 'pass', 'a list rule does not apply to kids (lists: [])');
+  t.equal(v('www.example', 1), 'pass');
+  t.equal(anyOfRules(['(?P<n>a)', '(?P<n>b)']), null, 'a union that does not compile gives no gate');
+  const dup = await buildEngine({ filter: { lists: [{ name: 'd', path: 'x' }] } }, [{ name: 'd', data: Buffer.from('/(?P<n>pix)el\\./\n/(?P<n>bea)con\\./\n') }]);
+  t.same(['pixel.x', 'beacon.x', 'www.x'].map((n) => dup.decide(n, 1, 0)?.kind ?? 'pass'), ['block', 'block', 'pass'], 'without a gate every rule is tried');
+  const gate = anyOfRules(['^ad[0-9]+\\.', 'tracker']);
+  t.same(['ad1.x', 'a.tracker.x', 'www.x'].map((n) => gate.test(n)), [true, true, false]);
+});
