@@ -4,7 +4,7 @@
 // console on the gateway's LAN address.
 //
 // Screenshots of every view go to $CONSOLE_SCREENSHOTS (docs/screenshots when regenerating them) or
-// the lab directory. CONSOLE_LAB_RECORDS sets the synthetic history (default 200,000; the figures in
+// the lab directory. CONSOLE_LAB_RECORDS sets the synthetic history (default 100,000; the figures in
 // docs/console.md use 1,000,000). Timings are printed as comments, never asserted.
 import t from 'tap';
 import fs from 'node:fs';
@@ -14,7 +14,7 @@ import { openBrowser, browserUnavailable } from '../console/browser.js';
 
 const CONSOLE = '10.77.0.1:8080';
 const BASE = `http://${CONSOLE}`;
-const RECORDS = Number(process.env.CONSOLE_LAB_RECORDS ?? 200_000);
+const RECORDS = Number(process.env.CONSOLE_LAB_RECORDS ?? 100_000);
 const PASSWORD = 'correct horse battery staple';
 // Expected console messages: the 401s before login, and Chromium's notice that it ignores the API's
 // Cross-Origin-Opener-Policy header on a plain-HTTP LAN origin (it applies over HTTPS or localhost).
