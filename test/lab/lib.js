@@ -201,10 +201,13 @@ ${extra}
     proc.logPath = log;
     this.server = proc;
     if (wait) {
+      // 90 s bounds a failed start; it is not a speed claim: with several lab suites sharing two cores
+      // (load average 20+) a healthy start (config validation on a worker thread, network set-up) has
+      // taken over 20 s.
       await waitFor(() => {
         if (proc.exitCode !== null) throw new Error(`dns-tproxy exited: ${fs.readFileSync(log, 'utf8')}`);
         return /status: NOERROR/.test(this.dig([`@${SERVER_V4}`, waitName, 'A', '+tries=1', '+time=1'], true));
-      }, 20_000, 'dns-tproxy answering through TPROXY');
+      }, 90_000, 'dns-tproxy answering through TPROXY');
     }
     return proc;
   }
