@@ -84,7 +84,10 @@ upstreams:
     ca: "${lab.unbound.ca}"
 `);
       const proc = await lab.startServer(cfg, { wait: false });
-      await waitFor(() => portOpen(lab.gw, 853) && portOpen(lab.gw, 443), 60_000, 'dns-tproxy DoT/DoH listeners');
+      await waitFor(() => {
+        if (proc.exitCode !== null) throw new Error(`dns-tproxy exited: ${fs.readFileSync(proc.logPath, 'utf8')}`);
+        return portOpen(lab.gw, 853) && portOpen(lab.gw, 443);
+      }, 90_000, 'dns-tproxy DoT/DoH listeners');
       return { proc, modes: ['dot', 'doh'] };
     },
     dnsdist: async () => {

@@ -52,7 +52,11 @@ export class BypassStage implements Stage {
   ddrAnswers = 0;
   /** Listed hostnames, lower-case, no trailing dot; replaced whole on refresh (never mutated). */
   private names: ReadonlySet<string> = new Set();
+  /** wireHash of each listed name: the allocation-free first test (a hit is confirmed on the string). */
+  private listedHashes: ReadonlySet<number> = new Set();
   private readonly canaries = new Set(CANARIES);
+  /** wireHash of the canaries and of the DDR name. */
+  private readonly specialHashes = new Set([...CANARIES, DDR_NAME].map(nameHash));
   private readonly ddrRecords: Uint8Array;
   private readonly ddrCount: number;
   private readonly soa = encodeRR(encodeName(''), 6, NEGATIVE_TTL, soaRdata(NEGATIVE_TTL));
@@ -66,16 +70,23 @@ export class BypassStage implements Stage {
   /** Swaps in the hostnames of the bypass lists (after a list refresh). */
   setNames(names: Iterable<string>): void {
     const s = new Set<string>();
-    for (const n of names) s.add(n.toLowerCase().replace(/\.$/, ''));
+    const h = new Set<number>();
+    for (const n of names) {
+      const name = n.toLowerCase().replace(/\.$/, '');
+      try { h.add(nameHash(name)); } catch { continue; } // not encodable: cannot be queried either
+      s.add(name);
+    }
     this.names = s;
+    this.listedHashes = h;
   }
 
   get nameCount(): number { return this.names.size; }
 
   query(ctx: QueryContext, next: Next): void {
     const q = ctx.q;
-    // Cheapest rejection first: every special name here has at least two labels of some length,
-    // and most traffic matches none; the string is built only once per query.
+    // Almost every query matches nothing here: hashes of the wire name and of its parents decide
+    // that without allocating; only a hash hit builds the name string and confirms on it.
+    if (!this.mayMatch(ctx.buf, q.qnameEnd)) { next(ctx); return; }
     const name = qnameString(ctx.buf, 0, q.qnameEnd);
     if (name === DDR_NAME) { this.answerDdr(ctx); return; }
     let kind: AttemptKind | null = null;
@@ -95,6 +106,16 @@ export class BypassStage implements Stage {
     this.write(ctx, Rcode.NXDOMAIN, null, 0, this.soa, 1, EDE_BLOCKED);
     this.opts.onAttempt?.(ctx, kind, name, true);
     this.respond(ctx);
+  }
+
+  private mayMatch(buf: Uint8Array, end: number): boolean {
+    const full = wireHash(buf, 12, end);
+    if (this.specialHashes.has(full)) return true;
+    const listed = this.listedHashes;
+    if (listed.size === 0) return false;
+    if (listed.has(full)) return true;
+    for (let p = 13 + buf[12]; p < end - 1; p += buf[p] + 1) if (listed.has(wireHash(buf, p, end))) return true;
+    return false;
   }
 
   /** RFC 9462: our own encrypted listeners for SVCB, NODATA for any other type or when we have none. */
@@ -126,6 +147,22 @@ export class BypassStage implements Stage {
     out[2] |= 0x04;
     ctx.setAnswer(out, 0, n);
   }
+}
+
+/** FNV-1a over the wire bytes [from, to), ASCII letters folded to lower case (length bytes are < 64). */
+function wireHash(b: Uint8Array, from: number, to: number): number {
+  let h = 0x811c9dc5;
+  for (let i = from; i < to; i++) {
+    let c = b[i];
+    if (c >= 0x41 && c <= 0x5a) c |= 0x20;
+    h = Math.imul(h ^ c, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+function nameHash(name: string): number {
+  const w = encodeName(name);
+  return wireHash(w, 0, w.length);
 }
 
 /** Is `name` or one of its parent domains (at least two labels) in `set`? */

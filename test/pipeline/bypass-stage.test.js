@@ -57,10 +57,12 @@ t.test('canaries get NXDOMAIN with EDE 15, counted and reported', async (t) => {
   t.equal(h.stage.canaryAnswers, 3);
   t.same(h.attempts.map((x) => x.kind), ['canary', 'canary', 'canary']);
   t.equal(h.passed.length, 0);
-  // Neighbours of the canaries are ordinary names.
+  // Neighbours of the canaries are ordinary names; case (0x20) does not hide a canary.
   h.run('www.use-application-dns.net');
   h.run('icloud.com');
   t.equal(h.passed.length, 2);
+  h.run('USE-Application-DNS.net');
+  t.equal(h.answered.length, 4);
 });
 
 t.test('listed hostnames and their subdomains are blocked; others pass; case does not matter', async (t) => {
