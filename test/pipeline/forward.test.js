@@ -165,3 +165,32 @@ t.test('every query ends: 1000 queries against randomly failing, slow and silent
   t.equal(stage.inflight, 0);
   t.ok(answered.every((a) => a.rcode === 'NOERROR' || (a.rcode === 'SERVFAIL' && a.additionals[0].options.length === 1)));
 });
+
+t.test('idle: a timer only while queries wait, and it fires the hedge and the deadline on a fake clock', async (t) => {
+  const clock = { t: 0 };
+  const timers = { armed: [], set: 0, setTimeout(fn, ms) { const h = { fn, at: clock.t + ms }; this.armed.push(h); this.set++; return h; },
+    clearTimeout(h) { this.armed = this.armed.filter((x) => x !== h); } };
+  const fire = () => { const due = timers.armed.filter((h) => h.at <= clock.t); timers.armed = timers.armed.filter((h) => h.at > clock.t); for (const h of due) h.fn(); };
+  const ups = [manual('u0'), manual('u1')];
+  const pool = new UpstreamPool(ups, { strategy: 'failover', hedgeMs: 300 }, () => clock.t, () => 0.99);
+  const answered = [];
+  const stage = new ForwardStage(pool, (ctx) => answered.push(decodeAnswer(ctx)),
+    { timeoutMs: 2000, maxInflight: 100, ecs: 'strip', paddingBlock: 0 }, () => clock.t, timers);
+  t.teardown(() => stage.close());
+  t.equal(timers.armed.length, 0, 'nothing armed before any query');
+  ask(stage);
+  t.equal(timers.armed.length, 1, 'one timer for the waiting query');
+  t.equal(timers.armed[0].at, 301, 'armed for the hedge time (300 ms, +1 ms for libuv rounding)');
+  clock.t = 301; fire();
+  t.equal(ups[1].reqs.length, 1, 'the timer hedged to the second upstream');
+  ups[0].error(0); ups[1].error(0);
+  t.equal(answered.length, 1, 'both failed: SERVFAIL at once');
+  t.equal(timers.armed.length, 0, 'and no timer left armed');
+  ask(stage, 'slow.example');
+  for (let i = 0; i < 20 && answered.length < 2; i++) { clock.t = Math.max(clock.t + 1, ...timers.armed.map((h) => h.at)); fire(); }
+  t.equal(answered.length, 2, 'a query nobody answers ends by the fake clock alone');
+  t.equal(answered[1].rcode, 'SERVFAIL');
+  t.ok(clock.t >= 301 + 2000, `not before its deadline (ended at ${clock.t} ms)`);
+  t.equal(timers.armed.length, 0, 'nothing armed afterwards');
+  t.ok(timers.set <= 6, `${timers.set} timers set in all: one per due time, not a periodic sweep`);
+});
