@@ -1,15 +1,24 @@
 // Lists: the filter's block and allow lists (GET /api/v1/lists); add by URL or path, enable or
 // disable, refresh now; size, last refresh and last error per list.
-import { html, useState, useApi, api, listOf, fmtAgo, fmtNum, toMs } from '../lib.js';
+import { html, useState, useEffect, useApi, api, listOf, fmtAgo, fmtNum, toMs } from '../lib.js';
 
 export function Lists() {
   const { data, error, loading, reload } = useApi('lists', [], { every: 30_000 });
   const lists = listOf(data, 'lists');
   const [msg, setMsg] = useState(null);
-  const run = async (what, fn) => {
+  // A toggled checkbox shows its new state at once (not the list's old one until the reload answers);
+  // a refused change puts it back.
+  const [toggled, setToggled] = useState({});
+  useEffect(() => { setToggled({}); }, [data]);
+  const run = async (what, fn, undo) => {
     setMsg(null);
-    try { await fn(); setMsg({ text: what }); } catch (e) { if (e.status !== 401) setMsg({ text: `${what} failed: ${e.message}`, error: true }); }
+    try { await fn(); setMsg({ text: what }); } catch (e) { undo?.(); if (e.status !== 401) setMsg({ text: `${what} failed: ${e.message}`, error: true }); }
     reload();
+  };
+  const toggle = (name, on) => {
+    setToggled((o) => ({ ...o, [name]: on }));
+    run(`${on ? 'Enabled' : 'Disabled'} ${name}`, () => api(`lists/${encodeURIComponent(name)}`, { method: 'PATCH', body: { enabled: on } }),
+      () => setToggled((o) => { const n = { ...o }; delete n[name]; return n; }));
   };
   const add = (e) => {
     e.preventDefault();
@@ -39,13 +48,13 @@ export function Lists() {
           <th scope="col">Last error</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
         <tbody>${lists.map((l) => {
           const name = l.name;
-          const enabled = l.enabled !== false;
+          const enabled = toggled[name] ?? l.enabled !== false;
           const err = l.lastError;
           return html`<tr key=${name} class=${err ? 'has-error' : ''}>
             <td class="wrap" data-label="List"><strong>${name}</strong> <span class="chip">${l.origin === 'api' ? 'added here' : 'config'}</span>
               <div class="small muted">${l.source}</div></td>
             <td data-label="Enabled"><label class="inline"><input type="checkbox" checked=${enabled}
-              onChange=${(e) => { const on = e.currentTarget.checked; run(`${on ? 'Enabled' : 'Disabled'} ${name}`, () => api(`lists/${idOf(l)}`, { method: 'PATCH', body: { enabled: on } })); }} />
+              onChange=${(e) => toggle(name, e.currentTarget.checked)} />
               <span class="sr-only">Enabled: ${name}</span></label></td>
             <td class="num" data-label="Entries">${fmtNum(l.rules)}</td>
             <td data-label="Last refresh">${fmtAgo(toMs(l.lastRefresh))}${l.fromCache ? html` <span class="small muted">(disk copy)</span>` : null}</td>
