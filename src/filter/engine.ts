@@ -1,6 +1,7 @@
 // FilterEngine: an immutable compiled view of the filtering configuration.
 // Built (asynchronously, in chunks so the event loop keeps serving) by
 // buildEngine(); swapped in atomically by FilterManager.
+import { open } from 'node:fs/promises';
 import type { BlockMode, EdeCode, FilterConfig } from './config.js';
 import { LocalZone } from './local.js';
 import { cidrMatchBytes, ipToBytes, isV4Mapped, normalizeMac, parseCidr, parseIPv4, parseIPv6, readU32, v6Key, type Cidr } from './net.js';
@@ -596,8 +597,13 @@ export class FilterEngine {
 
 export interface ListInput {
   name: string;
-  /** list content; null = not available (counted as empty) */
+  /** list content; null = not available (counted as empty, unless `file` is set) */
   data: Buffer | null;
+  /**
+   * A file to read the content from instead, in chunks: a large list is then never held in memory
+   * whole next to the table it is parsed into (issue #20).
+   */
+  file?: string;
   ede?: EdeCode;
   hosts?: 'exact' | 'subdomains';
 }
@@ -618,8 +624,8 @@ class Builder {
   readonly badfilters: BadFilter[] = [];
   readonly sources: SourceInfo[] = [];
 
-  constructor(expected: number) {
-    this.table = new DomainTable(expected, Math.max(1024, expected * 24));
+  constructor(expected: number, arenaBytes: number) {
+    this.table = new DomainTable(expected, Math.max(1024, Math.min(expected * 24, arenaBytes)));
   }
 
   private comboKey(c: Combo): string {
@@ -754,6 +760,60 @@ function countLines(b: Buffer): number {
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
+const READ_CHUNK = 1 << 20;
+
+/** Lines and bytes of a file, read in chunks. */
+async function countFileLines(file: string): Promise<{ lines: number; bytes: number }> {
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(READ_CHUNK);
+    let lines = 1;
+    let bytes = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) return { lines, bytes };
+      bytes += bytesRead;
+      for (let p = buf.indexOf(10); p >= 0 && p < bytesRead; p = buf.indexOf(10, p + 1)) lines++;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Parse a list file chunk by chunk (whole lines per chunk; a line longer than the buffer grows it). */
+async function parseFile(file: string, sink: ListSink, opts: { hostsScope: number; regexMaxLength: number }, chunkLines: number): Promise<void> {
+  const fh = await open(file, 'r');
+  try {
+    let buf = Buffer.allocUnsafe(READ_CHUNK);
+    let have = 0;
+    let line = 0;
+    let first = true;
+    for (;;) {
+      if (have === buf.length) {
+        const bigger = Buffer.allocUnsafe(buf.length * 2);
+        buf.copy(bigger, 0, 0, have);
+        buf = bigger;
+      }
+      const { bytesRead } = await fh.read(buf, have, buf.length - have, null);
+      const eof = bytesRead === 0;
+      have += bytesRead;
+      const end = eof ? have : buf.lastIndexOf(10, have - 1) + 1;
+      if (end > 0) {
+        const p = new ListParser(buf.subarray(0, end), sink, { ...opts, continues: !first });
+        p.line = line;
+        while (!p.step(chunkLines)) await tick();
+        line = p.line;
+        first = false;
+        buf.copy(buf, 0, end, have);
+        have -= end;
+      }
+      if (eof) return;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Normalise a forward target: bare "ip" / "ip:port" / "[v6]:port" become udp://…; schemes are validated. */
 export function normalizeUpstream(to: string): string {
   const t = to.trim();
@@ -804,8 +864,22 @@ export async function buildEngine(cfg: FilterConfig, lists: ListInput[], opts: B
   const chunk = opts.chunkLines ?? 50_000;
   const regexMaxLength = opts.regexMaxLength ?? f.regexMaxLength ?? 512;
   let expected = 64;
-  if (enabled) for (const l of lists) if (l.data) expected += countLines(l.data);
-  const b = new Builder(expected);
+  // Key bytes never exceed the list bytes plus one length byte per line (except IDNs in punycode,
+  // which grow the arena), so the arena starts at that size rather than a per-line guess.
+  let listBytes = 0;
+  if (enabled) {
+    for (const l of lists) {
+      if (l.data) {
+        expected += countLines(l.data);
+        listBytes += l.data.length;
+      } else if (l.file !== undefined) {
+        const c = await countFileLines(l.file);
+        expected += c.lines;
+        listBytes += c.bytes;
+      }
+    }
+  }
+  const b = new Builder(expected, listBytes + expected);
 
   // sources: lists first, then inline global, then each group's inline
   const listIds = new Map<string, number>();
@@ -828,10 +902,14 @@ export async function buildEngine(cfg: FilterConfig, lists: ListInput[], opts: B
 
   if (enabled) {
     for (const l of lists) {
-      if (!l.data) continue;
       const src = b.sources[listIds.get(l.name)!]!;
-      const p = new ListParser(l.data, b.sink(src, l.name), { hostsScope: l.hosts === 'subdomains' ? S_SUBTREE : S_EXACT, regexMaxLength });
-      while (!p.step(chunk)) await tick();
+      const popts = { hostsScope: l.hosts === 'subdomains' ? S_SUBTREE : S_EXACT, regexMaxLength };
+      if (l.data) {
+        const p = new ListParser(l.data, b.sink(src, l.name), popts);
+        while (!p.step(chunk)) await tick();
+      } else if (l.file !== undefined) {
+        await parseFile(l.file, b.sink(src, l.name), popts, chunk);
+      }
     }
     addInline(inline, f.block, false, 'filter.block');
     addInline(inline, f.allow, true, 'filter.allow');

@@ -1,7 +1,8 @@
 // FilterManager: owns the current immutable FilterEngine, loads list
 // sources, refreshes url lists, and swaps in rebuilt engines atomically.
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { access, readFile, stat } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import { parseDuration, type FilterConfig, type ListConfig } from './config.js';
 import { buildEngine, FilterEngine, type ListInput, type NeighbourEntry } from './engine.js';
@@ -257,12 +258,17 @@ export class FilterManager {
         if (refused !== null) throw new Error(`list "${l.name}": ${refused}`);
       }
       let data: Buffer | null;
+      let file: string | undefined;
       if (l.path) {
-        const file = isAbsolute(l.path) ? l.path : resolve(this.opts.baseDir, l.path);
+        file = isAbsolute(l.path) ? l.path : resolve(this.opts.baseDir, l.path);
         const st = this.paths.get(l.name) ?? { lastRefresh: null, lastError: null, failures: 0 };
         this.paths.set(l.name, st);
         try {
-          data = await readFile(file);
+          // Checked here so that a missing file fails the load with its name; read (in chunks) by the build.
+          const info = await stat(file);
+          if (!info.isFile()) throw Object.assign(new Error('not a file'), { code: 'EISDIR' });
+          await access(file, fsConstants.R_OK);
+          data = null;
           st.lastRefresh = Date.now();
           st.lastError = null;
         } catch (e) {
@@ -273,7 +279,7 @@ export class FilterManager {
       } else {
         data = await this.urlData(l, maxBytes);
       }
-      inputs.push({ name: l.name, data, ede: l.ede, hosts: l.hosts });
+      inputs.push({ name: l.name, data, file, ede: l.ede, hosts: l.hosts });
     }
     const engine = await buildEngine(cfg, inputs, { regexMaxLength: cfg.filter?.regexMaxLength });
     if (this.neighbours.length) engine.setNeighbours(this.neighbours);

@@ -358,10 +358,10 @@ export class ListParser {
   constructor(
     readonly buf: Buffer,
     readonly sink: ListSink,
-    readonly opts: { hostsScope: number; regexMaxLength: number },
+    readonly opts: { hostsScope: number; regexMaxLength: number; continues?: boolean },
   ) {
-    // skip UTF-8 BOM
-    if (buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf) this.pos = 3;
+    // skip a UTF-8 BOM at the start of a file (not at the start of a later chunk of it)
+    if (!opts.continues && buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf) this.pos = 3;
   }
 
   get done(): boolean {

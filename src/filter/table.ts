@@ -203,7 +203,9 @@ export class DomainTable {
     this.bloom = null;
     const want = Math.max(8, Math.ceil(this.size / TARGET_LOAD));
     if (this.cap > want * 1.25) this.rehash(want);
-    if (this.arena.length > this.arenaLen + 64) {
+    // Shrink the arena only when the slack is large: the copy briefly holds both, and pages of slack
+    // that were never written are not resident anyway.
+    if (this.arena.length > this.arenaLen + 64 && this.arena.length - this.arenaLen > this.arena.length / 8) {
       const a = Buffer.allocUnsafeSlow(Math.max(64, this.arenaLen));
       this.arena.copy(a, 0, 0, this.arenaLen);
       this.arena = a;
