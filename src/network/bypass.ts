@@ -279,6 +279,11 @@ export interface BypassControllerOptions {
   onAttempts?: (r: BypassRecord) => void;
   /** How often the nft counters are read (default 5 s). */
   pollMs?: number;
+  /**
+   * Whether this process updates the nft sets and reads their counters (default true). With several
+   * workers only one does, or every attempt would be counted once per worker.
+   */
+  nft?: boolean;
   /** Re-resolution bounds for listed hostnames, seconds. */
   minTtl?: number;
   maxTtl?: number;
@@ -319,6 +324,7 @@ export class BypassController {
       l.timer = setInterval(() => { void this.load(l).then(() => this.afterLoad()); }, every);
       l.timer.unref();
     }
+    if (this.o.nft === false) { this.publishNames(); return; }
     this.tablePresent = await bypassTableExists(this.o.table).catch(() => false);
     // Hostnames are blocked in DNS from here on; their addresses follow in the background (a slow
     // upstream must not hold up the listeners).
@@ -394,6 +400,7 @@ export class BypassController {
 
   private async afterLoad(): Promise<void> {
     const hosts = this.publishNames();
+    if (this.o.nft === false) return; // addresses matter only to the process that fills the sets
     for (const [name, r] of this.resolved) {
       if (!hosts.has(name)) { if (r.timer) clearTimeout(r.timer); this.resolved.delete(name); }
     }
@@ -593,6 +600,8 @@ interface ServerLike {
   readonly log: BypassLog;
   readonly upstreams: UpstreamPool;
   readonly filter: FilterManager | null;
+  /** Workers: only the one that serves TCP (there is exactly one) runs the nft side. */
+  readonly role?: { tcp: boolean };
 }
 
 /** Sink for query-history records (src/store QueryStore.append), looked up at call time. */
@@ -658,7 +667,7 @@ export async function startBypass(s: ServerLike, stage: BypassStage | null, hist
   const netTable = ((cfg.network as { table?: string } | undefined)?.table) ?? 'dns_tproxy';
   const ctl = new BypassController({
     table: bypassTableName(netTable), mode: bypassModeOf(cfg), lists: b.lists ?? [], baseDir: cfg.baseDir, stateDir: cfg.stateDir,
-    resolve: upstreamResolver(() => s.upstreams), log: s.log,
+    resolve: upstreamResolver(() => s.upstreams), log: s.log, nft: s.role?.tcp !== false,
     onNames: (names) => stage?.setNames(names),
     onAttempts: (r) => history()?.append({ time: r.time, client: r.client, server: '', serverPort: 0, transport: r.proto, qname: '', qtype: '', kind: 'bypass', answers: [`${r.count} attempt(s)`] }),
   });
