@@ -197,6 +197,8 @@ export class DnsServer {
     await this.setupDnstap(cfg);
     await this.setupHistory(cfg);
     const consoleCfg = this.role.http ? consoleConfigOf(cfg.console, cfg.baseDir) : null;
+    // With workers the primary serves HTTP but holds no pipeline for the runtime rules: say so once.
+    if (!this.role.http && this.role.tcp && consoleConfigOf(cfg.console, cfg.baseDir)) this.log('warn', 'console: is not served with workers > 1; set workers: 1 to use the console');
     if (consoleCfg) {
       const { ConsoleApi } = await import('./api/server.js');
       this.console = new ConsoleApi(this, consoleCfg);
