@@ -24,6 +24,8 @@ export interface SqliteOptions {
   maxBytes?: number;
   /** SQLite page cache cap, KiB (bounds process RSS). */
   cacheKiB?: number;
+  /** Newest rows a name-substring search probes before using the trigram index (tests lower it). */
+  nameProbeRows?: number;
 }
 
 const KINDS = ['query', 'dropped', 'bypass'] as const;
@@ -35,6 +37,10 @@ const QTYPE_NUM: Record<string, number> = Object.fromEntries(Object.entries(QTYP
 const HOUR = 3_600_000;
 const MINUTE = 60_000;
 const DAY = 86_400_000;
+/** Newest rows a name-substring search reads before it asks the trigram index. */
+const NAME_PROBE_ROWS = 20_000;
+/** Names kept per completed hour in the name rollup (by count, and by blocked count): the top lists. */
+export const ROLLUP_NAMES_PER_HOUR = 1000;
 /** Interning caches are cleared past this size (the database stays the source of truth). */
 const INTERN_CACHE_MAX = 200_000;
 
@@ -235,40 +241,55 @@ export class SqliteDb {
 
   search(q: SearchQuery): SearchResult {
     const limit = Math.min(Math.max(1, q.limit ?? 100), 1000);
-    const where: string[] = [];
+    // Everything but the name: it has its own strategies below.
+    const base: string[] = [];
     const args: unknown[] = [];
     if (q.client !== undefined && q.client !== '') {
       const ids = this.clientIds(q.client);
       if (!ids.length) return { items: [], nextCursor: null };
-      where.push(`q.client IN (${ids.map(() => '?').join(',')})`);
+      base.push(`q.client IN (${ids.map(() => '?').join(',')})`);
       args.push(...ids);
     }
-    if (q.name !== undefined && q.name !== '') {
-      const n = this.nameIdsSql(q.name);
-      const ids = (this.db.prepare(`${n.sql} LIMIT 1001`).raw().all(...n.args) as number[][]).map((r) => r[0]);
-      if (!ids.length) return { items: [], nextCursor: null };
-      if (ids.length <= 1000) {
-        // Few matching names: read their rows through the (name, t) index. With a client filter too,
-        // the unary + leaves the index choice to the client side.
-        where.push(`${q.client ? '+' : ''}q.name IN (${ids.map(() => '?').join(',')})`);
-        args.push(...ids);
-      } else {
-        // A very common substring: walk newest first and test each row's name.
-        where.push(`+q.name IN (${n.sql})`);
-        args.push(...n.args);
-      }
-    }
-    if (q.type) { where.push('q.qtype = ?'); args.push(qtypeNumber(q.type.toUpperCase())); }
-    if (q.result) { const c = resultCondition(q.result); where.push('(q.res & ?) = ?'); args.push(c.mask, c.value); }
-    if (q.from !== undefined) { where.push('q.t >= ?'); args.push(q.from); }
-    if (q.to !== undefined) { where.push('q.t < ?'); args.push(q.to); }
+    if (q.type) { base.push('q.qtype = ?'); args.push(qtypeNumber(q.type.toUpperCase())); }
+    if (q.result) { const c = resultCondition(q.result); base.push('(q.res & ?) = ?'); args.push(c.mask, c.value); }
+    if (q.from !== undefined) { base.push('q.t >= ?'); args.push(q.from); }
+    if (q.to !== undefined) { base.push('q.t < ?'); args.push(q.to); }
     const cur = decodeCursor(q.cursor);
     if (q.cursor && !cur) throw new RangeError('bad cursor');
-    if (cur) { where.push('(q.t < ? OR (q.t = ? AND q.id < ?))'); args.push(cur.t, cur.t, cur.id); }
-    const sql = `SELECT q.id, q.t, q.qtype, q.res, q.dport, q.cport, q.lat, q.ulat, q.ans, c.v AS client, n.v AS qname, d.v AS dest, i.v AS info
-      FROM q JOIN str c ON c.id = q.client JOIN name n ON n.id = q.name JOIN str d ON d.id = q.dest JOIN str i ON i.id = q.info
-      ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY q.t DESC, q.id DESC LIMIT ?`;
-    const rows = this.db.prepare(sql).all(...args, limit + 1) as Row[];
+    if (cur) { base.push('(q.t < ? OR (q.t = ? AND q.id < ?))'); args.push(cur.t, cur.t, cur.id); }
+    const cols = 'q.id, q.t, q.qtype, q.res, q.dport, q.cport, q.lat, q.ulat, q.ans, c.v AS client, n.v AS qname, d.v AS dest, i.v AS info';
+    const joins = 'JOIN str c ON c.id = q.client JOIN name n ON n.id = q.name JOIN str d ON d.id = q.dest JOIN str i ON i.id = q.info';
+    const W = (conds: string[]) => (conds.length ? 'WHERE ' + conds.join(' AND ') : '');
+    let rows: Row[] | null = null;
+    if (q.name !== undefined && q.name !== '') {
+      const sub = q.name.toLowerCase();
+      const probeRows = this.opts.nameProbeRows ?? NAME_PROBE_ROWS;
+      // A common substring ("google") matches tens of thousands of names, and the trigram index is slow
+      // to list them; the newest rows find enough matches sooner. Probe a bounded window of the newest
+      // rows first; the result is complete if it filled the page or the window held every candidate row.
+      const probe = this.db.prepare(`SELECT ${cols} FROM (SELECT * FROM q ${W(base)} ORDER BY t DESC, id DESC LIMIT ${probeRows}) q ${joins}
+        WHERE instr(n.v, ?) > 0 ORDER BY q.t DESC, q.id DESC LIMIT ?`).all(...args, sub, limit + 1) as Row[];
+      if (probe.length > limit) rows = probe;
+      else {
+        const window = this.db.prepare(`SELECT count(*) FROM (SELECT 1 FROM q ${W(base)} ORDER BY t DESC, id DESC LIMIT ${probeRows})`).pluck().get(...args) as number;
+        if (window < probeRows) rows = probe;
+      }
+      if (!rows) {
+        const n = this.nameIdsSql(q.name);
+        const ids = (this.db.prepare(`${n.sql} LIMIT 1001`).raw().all(...n.args) as number[][]).map((r) => r[0]);
+        if (!ids.length) return { items: [], nextCursor: null };
+        const cond = ids.length <= 1000
+          // Few matching names: read their rows through the (name, t) index. With a client filter too,
+          // the unary + leaves the index choice to the client side.
+          ? `${q.client ? '+' : ''}q.name IN (${ids.map(() => '?').join(',')})`
+          // Many: walk newest first and test each row's name.
+          : `+q.name IN (${n.sql})`;
+        const nameArgs = ids.length <= 1000 ? ids : n.args;
+        rows = this.db.prepare(`SELECT ${cols} FROM q ${joins} ${W([...base, cond])} ORDER BY q.t DESC, q.id DESC LIMIT ?`).all(...args, ...nameArgs, limit + 1) as Row[];
+      }
+    } else {
+      rows = this.db.prepare(`SELECT ${cols} FROM q ${joins} ${W(base)} ORDER BY q.t DESC, q.id DESC LIMIT ?`).all(...args, limit + 1) as Row[];
+    }
     const more = rows.length > limit;
     if (more) rows.pop();
     const items = rows.map(rowToRecord);
@@ -342,6 +363,8 @@ export class SqliteDb {
   maintain(now = Date.now(), maxChunks = 50): number {
     let deleted = 0;
     let pruned = false;
+    const hourNow = Math.floor(now / HOUR);
+    this.pruneRollups(hourNow - 3, hourNow);
     const delOld = this.db.prepare('DELETE FROM q WHERE id IN (SELECT id FROM q WHERE t < ? ORDER BY t LIMIT 10000)');
     if (this.retentionDays > 0) {
       const cutoff = now - this.retentionDays * DAY;
@@ -406,6 +429,26 @@ export class SqliteDb {
       // retention must see the space back now), 'merge' does a bounded share of that work.
       if (compact) this.db.exec("INSERT INTO name_fts(name_fts) VALUES ('optimize')");
       else this.db.exec("INSERT INTO name_fts(name_fts, rank) VALUES ('merge', 200)");
+    }
+    return n;
+  }
+
+  /**
+   * Keeps, for each completed hour in [hFrom, hTo), only the names among the hour's top
+   * ROLLUP_NAMES_PER_HOUR by queries or by blocked queries. A busy office asks ~5,000 distinct names an
+   * hour; summing all of them made a 24 h top list read ~150k rows. Top lists become approximate (a name
+   * never in any hour's top 1,000 is not counted); totals and the time series stay exact.
+   */
+  pruneRollups(hFrom: number, hTo: number): number {
+    const nth = this.db.prepare(`SELECT n FROM agg_name WHERE h = ? ORDER BY n DESC LIMIT 1 OFFSET ${ROLLUP_NAMES_PER_HOUR - 1}`).pluck();
+    const bth = this.db.prepare(`SELECT b FROM agg_name WHERE h = ? AND b > 0 ORDER BY b DESC LIMIT 1 OFFSET ${ROLLUP_NAMES_PER_HOUR - 1}`).pluck();
+    const del = this.db.prepare('DELETE FROM agg_name WHERE h = ? AND n < ? AND b < ?');
+    let n = 0;
+    for (let h = hFrom; h < hTo; h++) {
+      const nMin = nth.get(h) as number | undefined;
+      if (nMin === undefined) continue;
+      const bMin = (bth.get(h) as number | undefined) ?? 1;
+      n += del.run(h, nMin, bMin).changes;
     }
     return n;
   }

@@ -30,6 +30,15 @@ t.test('search, stats and clients semantics', async (t) => {
   await checkSemantics(t, s, records, start);
 });
 
+t.test('the same semantics when name searches go past the newest-rows probe to the trigram index', async (t) => {
+  const s = await open(t, { nameProbeRows: 5 });
+  const start = t0();
+  const records = makeRecords(start);
+  for (const r of records) s.append(r);
+  await s.drain();
+  await checkSemantics(t, s, records, start);
+});
+
 t.test('a restart keeps the history, and new records continue it', async (t) => {
   const dir = t.testdir();
   const start = t0();
@@ -113,4 +122,27 @@ t.test('the file is a plain WAL-mode SQLite database other tools can read', asyn
   t.equal(db.pragma('integrity_check', { simple: true }), 'ok');
   t.equal(db.prepare('SELECT count(*) AS n FROM q').get().n, 10);
   db.close();
+});
+
+t.test('name rollups keep each completed hour\'s top names (and every blocked one); totals stay exact', async (t) => {
+  const s = await open(t);
+  const hour = Math.floor(Date.UTC(2026, 10, 30, 10) / HOUR) * HOUR;
+  const recs = [];
+  // 1,500 distinct names once each, one name 50 times, one blocked name twice.
+  for (let i = 0; i < 1500; i++) recs.push({ time: hour + i, client: '192.0.2.1', server: '198.51.100.1', serverPort: 53, transport: 'udp', qname: `once-${i}.example`, qtype: 'A', kind: 'query', rcode: 'NOERROR', answeredBy: 'upstream' });
+  for (let i = 0; i < 50; i++) recs.push({ time: hour + 2000 + i, client: '192.0.2.1', server: '198.51.100.1', serverPort: 53, transport: 'udp', qname: 'popular.example', qtype: 'A', kind: 'query', rcode: 'NOERROR', answeredBy: 'cache' });
+  for (let i = 0; i < 2; i++) recs.push({ time: hour + 3000 + i, client: '192.0.2.1', server: '198.51.100.1', serverPort: 53, transport: 'udp', qname: 'ads.example', qtype: 'A', kind: 'query', rcode: 'NXDOMAIN', answeredBy: 'blocked' });
+  for (const r of recs) s.append(r);
+  await s.drain();
+  await s.maintain(hour + 2 * HOUR);
+  const st = await s.stats({ from: hour, to: hour + HOUR, step: HOUR, top: 3 });
+  t.equal(st.total, recs.length, 'the total counts every query');
+  t.equal(st.topNames[0].key, 'popular.example');
+  t.equal(st.topNames[0].count, 50);
+  t.same(st.topBlocked, [{ key: 'ads.example', count: 2 }]);
+  t.equal((await s.search({ name: 'once-1499' })).items.length, 1, 'records themselves are untouched');
+  const db = new Database(s.opts.path, { readonly: true });
+  const rows = db.prepare('SELECT count(*) AS n FROM agg_name WHERE h = ?').get(hour / HOUR).n;
+  db.close();
+  t.ok(rows <= 1002, `the hour's name rollup was cut to its top names (${rows} rows for 1,502 names)`);
 });
