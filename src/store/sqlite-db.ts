@@ -440,16 +440,12 @@ export class SqliteDb {
    * never in any hour's top 1,000 is not counted); totals and the time series stay exact.
    */
   pruneRollups(hFrom: number, hTo: number): number {
-    const nth = this.db.prepare(`SELECT n FROM agg_name WHERE h = ? ORDER BY n DESC LIMIT 1 OFFSET ${ROLLUP_NAMES_PER_HOUR - 1}`).pluck();
-    const bth = this.db.prepare(`SELECT b FROM agg_name WHERE h = ? AND b > 0 ORDER BY b DESC LIMIT 1 OFFSET ${ROLLUP_NAMES_PER_HOUR - 1}`).pluck();
-    const del = this.db.prepare('DELETE FROM agg_name WHERE h = ? AND n < ? AND b < ?');
+    // Ranked, not thresholded: most names of an hour tie at one query, and a threshold would keep them all.
+    const del = this.db.prepare(`DELETE FROM agg_name WHERE h = ?
+      AND name NOT IN (SELECT name FROM agg_name WHERE h = ? ORDER BY n DESC LIMIT ${ROLLUP_NAMES_PER_HOUR})
+      AND name NOT IN (SELECT name FROM agg_name WHERE h = ? AND b > 0 ORDER BY b DESC LIMIT ${ROLLUP_NAMES_PER_HOUR})`);
     let n = 0;
-    for (let h = hFrom; h < hTo; h++) {
-      const nMin = nth.get(h) as number | undefined;
-      if (nMin === undefined) continue;
-      const bMin = (bth.get(h) as number | undefined) ?? 1;
-      n += del.run(h, nMin, bMin).changes;
-    }
+    for (let h = hFrom; h < hTo; h++) n += del.run(h, h, h).changes;
     return n;
   }
 
