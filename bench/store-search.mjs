@@ -121,6 +121,9 @@ if (!usePg) {
     gen.close();
   }
   const db = new SqliteDb({ path: dbPath, cacheKiB: CACHE_MIB * 1024 });
+  // What the worker's minute-by-minute maintenance does during ingestion (generation skips it).
+  const pruned = db.pruneRollups(Math.floor(start / 3_600_000), Math.floor(end / 3_600_000));
+  if (pruned) { db.db.pragma('wal_checkpoint(TRUNCATE)'); console.log(`name rollups pruned to each hour's top names (${pruned} rows)`); }
   const count = db.count();
   const bytes = fs.statSync(dbPath).size;
   console.log(`${count} records, ${(bytes / 2 ** 20).toFixed(0)} MiB on disk, ${(bytes / count).toFixed(1)} bytes/record; RSS ${rss()} MiB`);
