@@ -6,7 +6,7 @@ import { access, readFile, stat } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import { parseDuration, type FilterConfig, type ListConfig } from './config.js';
 import { buildEngine, FilterEngine, type ListInput, type NeighbourEntry } from './engine.js';
-import { fetchList, readCache, urlRefusal, writeCache, type CacheMeta } from './sources.js';
+import { fetchList, readCacheMeta, urlRefusal, writeCache, writeCacheMeta, type CacheMeta } from './sources.js';
 import type { BadLine, LogFn } from './types.js';
 
 export interface FilterManagerOptions {
@@ -277,7 +277,7 @@ export class FilterManager {
           throw new Error(`list "${l.name}": cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
         }
       } else {
-        data = await this.urlData(l, maxBytes);
+        ({ data, file } = await this.urlData(l, maxBytes));
       }
       inputs.push({ name: l.name, data, file, ede: l.ede, hosts: l.hosts });
     }
@@ -337,8 +337,12 @@ export class FilterManager {
     st.timer.unref();
   }
 
-  /** Content for a url list during a build. New lists: disk cache if fresh, else download (falling back to the cache). */
-  private async urlData(l: ListConfig, maxBytes: number): Promise<Buffer | null> {
+  /**
+   * Content for a url list during a build: the cache file to read in chunks, or the copy in memory
+   * when the cache could not be written. New lists: disk cache if fresh, else download (falling back
+   * to the cache).
+   */
+  private async urlData(l: ListConfig, maxBytes: number): Promise<{ data: Buffer | null; file?: string }> {
     const url = l.url!;
     const refreshMs = parseDuration(l.refresh, DEFAULT_REFRESH);
     let st = this.urls.get(l.name);
@@ -349,18 +353,18 @@ export class FilterManager {
         // never had content: try again now
         await this.refreshOne(st);
       }
-      if (st.mem) return st.mem;
-      if (!st.hasData) return null;
-      const c = await readCache(this.opts.stateDir, l.name, url);
+      if (st.mem) return { data: st.mem };
+      if (!st.hasData) return { data: null };
+      const c = await readCacheMeta(this.opts.stateDir, l.name, url);
       if (!c) throw new Error(`list "${l.name}": cached copy of ${url} is missing`);
-      return c.data;
+      return { data: null, file: c.file };
     }
     st = {
       name: l.name, url, allowInsecure: l.allowInsecure === true, etag: null, lastModified: null, fetchedAt: 0, mem: null, hasData: false,
       ...noHealth(), refreshMs, timer: null,
     };
     this.urls.set(l.name, st);
-    const cache = await readCache(this.opts.stateDir, l.name, url);
+    const cache = await readCacheMeta(this.opts.stateDir, l.name, url);
     if (cache) {
       st.etag = cache.meta.etag;
       st.lastModified = cache.meta.lastModified;
@@ -370,22 +374,22 @@ export class FilterManager {
       if (Date.now() - cache.meta.fetchedAt < refreshMs) {
         st.lastRefresh = cache.meta.fetchedAt;
         st.lastSuccess = cache.meta.fetchedAt;
-        return cache.data;
+        return { data: null, file: cache.file };
       }
     }
-    await this.refreshOne(st, maxBytes, cache?.data ?? null);
-    if (st.mem) return st.mem;
+    await this.refreshOne(st, maxBytes);
+    if (st.mem) return { data: st.mem };
     if (!st.hasData) {
       this.log('warn', `list ${l.name}: no content available (download failed, no cache)`, { url, error: st.lastError });
-      return null;
+      return { data: null };
     }
-    if (st.fromCache && cache) return cache.data;
-    const c = await readCache(this.opts.stateDir, l.name, url);
-    return c ? c.data : null;
+    if (st.fromCache && cache) return { data: null, file: cache.file };
+    const c = await readCacheMeta(this.opts.stateDir, l.name, url);
+    return c ? { data: null, file: c.file } : { data: null };
   }
 
   /** One conditional download. Returns true when new content arrived. Never throws. */
-  private async refreshOne(st: UrlState, maxBytes = this.cfg.filter?.maxListBytes ?? 64 * 1024 * 1024, cached: Buffer | null = null): Promise<boolean> {
+  private async refreshOne(st: UrlState, maxBytes = this.cfg.filter?.maxListBytes ?? 64 * 1024 * 1024): Promise<boolean> {
     st.fetches++;
     const now = Date.now();
     try {
@@ -401,8 +405,8 @@ export class FilterManager {
         const meta: CacheMeta = { url: st.url, etag: st.etag, lastModified: st.lastModified, fetchedAt: now, bytes: -1 };
         // refresh the cache timestamp (content unchanged)
         if (!st.mem) {
-          const c = cached ? { data: cached } : await readCache(this.opts.stateDir, st.name, st.url);
-          if (c) await writeCache(this.opts.stateDir, st.name, { ...meta, bytes: c.data.length }, c.data).catch(() => {});
+          const c = await readCacheMeta(this.opts.stateDir, st.name, st.url);
+          if (c) await writeCacheMeta(this.opts.stateDir, st.name, { ...meta, bytes: c.meta.bytes }).catch(() => {});
         }
         this.log('info', `list ${st.name}: not modified`, { url: st.url });
         return false;

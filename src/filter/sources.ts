@@ -1,6 +1,6 @@
 // List sources: local files and url lists (conditional GET + disk cache).
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 // undici is loaded on the first download: a config without url lists never pays its memory.
@@ -35,6 +35,27 @@ export async function readCache(stateDir: string, name: string, url: string): Pr
   } catch {
     return null;
   }
+}
+
+/** The cached copy's metadata and data file path, without reading the data (a build reads it in chunks). */
+export async function readCacheMeta(stateDir: string, name: string, url: string): Promise<{ file: string; meta: CacheMeta } | null> {
+  const p = cachePaths(stateDir, name, url);
+  try {
+    const meta = JSON.parse(await readFile(p.meta, 'utf8')) as CacheMeta;
+    if (meta.url !== url) return null;
+    if (!(await stat(p.data)).isFile()) return null;
+    return { file: p.data, meta };
+  } catch {
+    return null;
+  }
+}
+
+/** Rewrite only the metadata (a 304 refreshes the timestamp; the data file stays as it is). */
+export async function writeCacheMeta(stateDir: string, name: string, meta: CacheMeta): Promise<void> {
+  const p = cachePaths(stateDir, name, meta.url);
+  const tmpm = `${p.meta}.${process.pid}.tmp`;
+  await writeFile(tmpm, JSON.stringify(meta));
+  await rename(tmpm, p.meta);
 }
 
 export async function writeCache(stateDir: string, name: string, meta: CacheMeta, data: Buffer): Promise<void> {
