@@ -16,6 +16,7 @@ import type { QueryContext } from './context.js';
 import type { Upstream, UpstreamHandler, UpstreamErrorReason, UpstreamCall } from '../upstream/types.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import { DeadlineSweeper, type TimerApi } from '../upstream/deadlines.js';
+import { mayBeOwnQuery, sentByUs } from '../upstream/plain.js';
 
 export interface ForwardOptions {
   /** Overall time a query may spend upstream, across attempts. */
@@ -64,6 +65,8 @@ export class ForwardStage implements Stage {
   retries = 0;
   /** Extra requests sent because an attempt was slow (hedge) or by the parallel strategy / probes. */
   hedges = 0;
+  /** Queries we had sent upstream ourselves that came back to a listener (a forwarding loop): SERVFAIL. */
+  loops = 0;
   private readonly info = new AnswerInfo();
   private readonly deadlines: DeadlineSweeper<Attempt>;
   /** dnstap FORWARDER_QUERY/RESPONSE, when configured. */
@@ -75,6 +78,12 @@ export class ForwardStage implements Stage {
   }
 
   query(ctx: QueryContext, _next: Next): void {
+    // One array read per miss; only an ID some plain upstream has in flight costs a lookup.
+    if (mayBeOwnQuery((ctx.buf[0] << 8) | ctx.buf[1]) && isOwnQuery(ctx)) {
+      this.loops++;
+      this.fail(ctx, 'connect');
+      return;
+    }
     if (this.inflight >= this.opts.maxInflight) {
       this.overCapacity++;
       this.fail(ctx, 'over_capacity');
@@ -208,6 +217,20 @@ export class ForwardStage implements Stage {
   close(): void {
     this.deadlines.clear();
   }
+}
+
+/**
+ * Whether `ctx` holds a query one of our plain upstreams sent and is waiting on: the upstream points at
+ * one of our own listeners, directly or through routing. Such a query would be forwarded again, and again,
+ * until the in-flight cap is full. (A looped query whose question is already waiting upstream is
+ * coalesced by the cache stage and never gets here; calling this before the cache catches that too.)
+ */
+export function isOwnQuery(ctx: QueryContext): boolean {
+  const id = (ctx.buf[0] << 8) | ctx.buf[1];
+  if (!mayBeOwnQuery(id)) return false;
+  let port: number | undefined;
+  try { port = ctx.responder.describe(ctx).clientPort; } catch { return false; }
+  return typeof port === 'number' && sentByUs(id, port, ctx.buf, ctx.len);
 }
 
 /**

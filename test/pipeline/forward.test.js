@@ -4,7 +4,7 @@ import t from 'tap';
 import { ForwardStage } from '../../dist/pipeline/forward.js';
 import { UpstreamPool } from '../../dist/upstream/pool.js';
 import { UpstreamStats } from '../../dist/upstream/types.js';
-import { query, answer, ctxFor, decodeAnswer } from '../helpers.js';
+import { query, answer, ctxFor, decodeAnswer, dnsPacket } from '../helpers.js';
 
 /** A transport that records requests; the test answers or fails them by hand. */
 function manual(name) {
@@ -193,4 +193,37 @@ t.test('idle: a timer only while queries wait, and it fires the hedge and the de
   t.ok(clock.t >= 301 + 2000, `not before its deadline (ended at ${clock.t} ms)`);
   t.equal(timers.armed.length, 0, 'nothing armed afterwards');
   t.ok(timers.set <= 6, `${timers.set} timers set in all: one per due time, not a periodic sweep`);
+});
+
+t.test('a query we sent that comes back to us (upstream pointing at our own listener) is SERVFAILed and counted', async (t) => {
+  const dgram = await import('node:dgram');
+  const { PlainDnsUpstream } = await import('../../dist/upstream/plain.js');
+  // "Our listener": a UDP socket that hands every query to the same forward stage, replying to the
+  // sender with whatever the stage answers, as the real listeners do.
+  const listener = dgram.createSocket('udp4');
+  await new Promise((r) => listener.bind(0, '127.0.0.1', r));
+  t.teardown(() => listener.close());
+  const up = new PlainDnsUpstream(`udp://127.0.0.1:${listener.address().port}`);
+  const pool = new UpstreamPool([up], { strategy: 'failover' });
+  const answers = [];
+  const stage = new ForwardStage(pool, (ctx) => {
+    const wire = Buffer.from(ctx.ansBuf.subarray(ctx.ansOff, ctx.ansOff + ctx.ansLen));
+    if (ctx.from) listener.send(wire, ctx.from.port, ctx.from.address); else answers.push(dnsPacket.decode(wire));
+  }, { timeoutMs: 3000, maxInflight: 100, ecs: 'strip', paddingBlock: 0 });
+  t.teardown(() => { stage.close(); up.close(); });
+  let arrived = 0;
+  listener.on('message', (msg, rinfo) => {
+    arrived++;
+    const ctx = ctxFor(msg);
+    ctx.from = rinfo;
+    ctx.responder.describe = () => ({ client: rinfo.address, clientPort: rinfo.port, server: '127.0.0.1', serverPort: 0, family: 4 });
+    stage.query(ctx, () => {});
+  });
+  ask(stage, 'loop.example');
+  for (let i = 0; i < 300 && answers.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(stage.loops, 1, 'the looped query recognised once');
+  t.equal(arrived, 1, 'and not forwarded again: our listener saw it once');
+  t.equal(answers.length, 1, 'the client got an answer');
+  t.equal(answers[0].rcode, 'SERVFAIL', 'SERVFAIL');
+  t.equal(up.stats.mismatches, 0, 'the SERVFAIL came back to the right port with the right ID and question');
 });
