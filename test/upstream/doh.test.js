@@ -169,3 +169,37 @@ t.test('interoperates with a second HTTP/2 implementation: nghttpd (nghttp2)', a
   t.ok(bigBody.body?.equals(big), '900 kB body received whole, byte for byte');
 });
 let ngUp = false;
+
+t.test('a protocol violation closes the connection and its queries are answered on a new one', async (t) => {
+  // First connection: a PING on stream 1 (PROTOCOL_ERROR). Later ones: a proper answer.
+  const wire = answer('doh.example', 'A', [{ type: 'A', name: 'doh.example', ttl: 60, data: '192.0.2.9' }]);
+  const fr = (type, flags, id, payload) => { const h = Buffer.alloc(9); h.writeUIntBE(payload.length, 0, 3); h[3] = type; h[4] = flags; h.writeUInt32BE(id, 5); return Buffer.concat([h, payload]); };
+  let connections = 0;
+  const server = tls.createServer({ key: fs.readFileSync(`${dir}/k.pem`), cert: fs.readFileSync(`${dir}/c.pem`), ALPNProtocols: ['h2'] }, (s) => {
+    const n = connections++;
+    s.on('error', () => {});
+    s.write(fr(4, 0, 0, Buffer.alloc(0)));
+    let buf = Buffer.alloc(0), preface = false;
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (!preface) { if (buf.length < 24) return; buf = buf.subarray(24); preface = true; }
+      while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
+        const len = buf.readUIntBE(0, 3), type = buf[3], flags = buf[4], id = buf.readUInt32BE(5) & 0x7fffffff;
+        buf = buf.subarray(9 + len);
+        if (type !== 0 || !(flags & 1)) continue; // act on the end of each request
+        if (n === 0) { s.write(fr(6, 0, id, Buffer.alloc(8))); continue; }
+        const ct = Buffer.concat([Buffer.from([0x0f, 0x10, 23]), Buffer.from('application/dns-message')]);
+        s.write(Buffer.concat([fr(1, 0x4, id, Buffer.concat([Buffer.from([0x88]), ct])), fr(0, 0x1, id, wire)]));
+      }
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const up = new DohUpstream({ url: `https://127.0.0.1:${server.address().port}/dns-query`, ca: `${dir}/c.pem` });
+  t.teardown(() => up.close());
+  const r = await ask(up, 10_000);
+  t.equal(r.err, null, 'answered');
+  t.equal(dnsPacket.decode(r.body).answers[0].data, '192.0.2.9');
+  t.equal(connections, 2, 'on a second connection');
+  t.equal(up.replays, 1, 'replayed once');
+});
