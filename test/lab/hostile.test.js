@@ -178,17 +178,24 @@ if (lab) {
       const cfg = lab.writeConfig('hup.yaml', baseConfig(lab));
       const srv = await lab.startServer(cfg);
       t.teardown(() => lab.stop(srv));
-      const run = dnsperf(lab, { data, seconds: 8, qps: 1500 });
-      await sleep(2500);
+      const run = dnsperf(lab, { data, seconds: 20, qps: 1000 });
+      let finished = false;
+      void run.then(() => { finished = true; });
+      const reloads = () => (fs.readFileSync(srv.logPath, 'utf8').match(/config reloaded/g) ?? []).length;
+      // Each reload is waited for (the config loads on a worker thread: a few hundred ms idle, many
+      // seconds on a loaded machine); the property is the order: both done while dnsperf still runs.
+      await sleep(1000);
       srv.kill('SIGHUP');
-      await sleep(2000);
+      await waitFor(() => reloads() >= 1, 60_000, 'the first reload');
       srv.kill('SIGHUP');
+      await waitFor(() => reloads() >= 2, 60_000, 'the second reload');
+      const bothDuringRun = !finished;
       const r = await run;
       t.comment(`dnsperf with two SIGHUPs: ${JSON.stringify({ sent: r.sent, completed: r.completed, lost: r.lost, rcodes: r.rcodes })}`);
+      t.ok(bothDuringRun, 'both reloads completed while dnsperf was running');
       t.ok(r.sent > 5000, `dnsperf sent ${r.sent} queries`);
       t.equal(r.lost, 0, 'zero lost queries across SIGHUP');
       t.equal(r.rcodes.SERVFAIL ?? 0, 0, 'no SERVFAIL');
-      t.match(fs.readFileSync(srv.logPath, 'utf8'), /config reloaded/);
       t.equal(srv.exitCode, null);
       await lab.stop(srv);
     }
@@ -230,7 +237,9 @@ if (lab) {
     ]);
     t.comment(`flood: ${JSON.stringify({ sent: flood.sent, lost: flood.lost, rcodes: flood.rcodes })}`);
     t.comment(`other: ${JSON.stringify({ sent: other.sent, lost: other.lost, rcodes: other.rcodes })}`);
-    t.ok(flood.sent > 10_000, 'the flood ran at about 2,000 qps');
+    // What the limiter allows in 8 s is 400 + 200 × 8 = 2,000; the flood must exceed that clearly
+    // (how fast dnsperf itself manages to send on this machine is not the point).
+    t.ok(flood.sent >= 3 * 2000, `the flood exceeded the limit threefold (${flood.sent} sent)`);
     t.ok((flood.rcodes.REFUSED ?? 0) > flood.sent / 2, 'most of the flood was refused');
     t.ok(other.sent >= 300, 'the second client sent its queries');
     t.equal(other.lost, 0, 'the second client lost nothing');
