@@ -108,8 +108,8 @@ export const filterConfigSchema: Record<'filter' | 'groups' | 'local' | 'forward
           },
           oneOf: [{ required: ['path'] }, { required: ['url'] }],
           // a plain-http url needs allowInsecure: true on the same list
-          if: { required: ['url'], properties: { url: { pattern: '^http://' } } },
-          then: { required: ['allowInsecure'], properties: { allowInsecure: { const: true } } },
+          if: { required: ['url'], properties: { url: { type: 'string', pattern: '^http://' } } },
+          then: { required: ['allowInsecure'], properties: { allowInsecure: { type: 'boolean', const: true } } },
         },
       },
       block: stringArray,
