@@ -94,6 +94,8 @@ export class SqliteDb {
   maxBytes: number;
   /** Rows deleted by retention (age + size). */
   retired = 0;
+  /** Records refused for a missing or non-numeric time. */
+  skipped = 0;
 
   constructor(private readonly opts: SqliteOptions) {
     fs.mkdirSync(path.dirname(opts.path), { recursive: true });
@@ -184,21 +186,23 @@ export class SqliteDb {
     const names = new Map<string, number[]>();
     const seen = new Map<number, { last: number; dev?: QueryRecord['device'] }>();
     for (const r of records) {
-      const info: Info = { tr: r.transport };
+      // A record from another component with a missing field must not cost the whole batch.
+      if (typeof r.time !== 'number' || !Number.isFinite(r.time)) { this.skipped++; continue; }
+      const info: Info = { tr: String(r.transport ?? '') };
       if (r.device) info.dev = r.device;
       if (r.group) info.g = r.group;
       if (r.list) info.l = r.list;
       if (r.rule) info.r = r.rule;
       if (r.dropReason) info.dr = r.dropReason;
       if (r.upstream) info.up = r.upstream;
-      const client = this.str(r.client);
-      const name = this.name(r.qname);
+      const client = this.str(String(r.client ?? ''));
+      const name = this.name(String(r.qname ?? ''));
       const res = encodeRes(r);
       const blocked = r.answeredBy === 'blocked' ? 1 : 0;
       const cached = r.answeredBy === 'cache' || r.answeredBy === 'stale' ? 1 : 0;
       const dropped = r.kind === 'dropped' ? 1 : 0;
-      const ans = r.answers && r.answers.length ? r.answers.join('\n') : null;
-      this.st.qIns.run(r.time, client, name, qtypeNumber(r.qtype), res, this.str(r.server), r.serverPort | 0,
+      const ans = Array.isArray(r.answers) && r.answers.length ? r.answers.join('\n') : null;
+      this.st.qIns.run(r.time, client, name, qtypeNumber(String(r.qtype ?? '')), res, this.str(String(r.server ?? '')), r.serverPort | 0,
         this.str(JSON.stringify(info)), r.clientPort || null, r.latencyMs !== undefined ? Math.round(r.latencyMs * 1000) : null,
         r.upstreamLatencyMs !== undefined ? Math.round(r.upstreamLatencyMs * 1000) : null,
         ans);

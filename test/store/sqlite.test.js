@@ -107,6 +107,18 @@ t.test('retention by size keeps the database under maxBytes and keeps the newest
   t.same(kept, Array.from({ length: left }, (_, i) => n - 1 - i), 'what is left is exactly the newest records');
 });
 
+t.test('a record with missing fields does not cost its batch', async (t) => {
+  const s = await open(t);
+  const good = { time: Date.now(), client: '192.0.2.1', server: '198.51.100.1', serverPort: 53, transport: 'udp', qname: 'good.example', qtype: 'A', kind: 'query' };
+  s.append({ kind: 'bypass', client: '192.0.2.1' });
+  s.append({ time: Date.now(), kind: 'bypass', client: '192.0.2.1', answers: 'not an array' });
+  s.append(good);
+  await s.drain();
+  t.equal(s.droppedUnwritten, 0, 'the batch was written');
+  const items = (await s.search({ limit: 10 })).items;
+  t.same(items.map((r) => r.qname).sort(), ['', 'good.example'], 'the record without a time is skipped; the others are kept');
+});
+
 t.test('a file that is not a database fails to open with a clear error', async (t) => {
   const dir = t.testdir({ 'queries.db': 'this is not sqlite, just text '.repeat(200) });
   await t.rejects(SqliteStore.open({ path: path.join(dir, 'queries.db') }), /cannot open query store .*queries\.db/);
