@@ -154,14 +154,17 @@ export class PgStore extends BatchingStore {
     return dropped;
   }
 
-  protected async writeBatch(records: QueryRecord[]): Promise<void> {
+  protected async writeBatch(all: QueryRecord[]): Promise<void> {
+    // A record from another component with a missing time must not cost the whole batch.
+    const records = all.filter((r) => typeof r.time === 'number' && Number.isFinite(r.time));
+    if (!records.length) return;
     const cols: unknown[][] = COLUMNS.map(() => new Array(records.length));
     const gw = this.opts.gatewayId;
     const seen = new Map<string, { last: number; dev?: QueryRecord['device'] }>();
     records.forEach((r, i) => {
-      const v = [r.time, gw, r.client, r.clientPort ?? null, r.device?.id ?? null, r.device?.name ?? null, r.device?.mac ?? null, r.server, r.serverPort | 0,
-        r.transport, r.qname, r.qtype, r.kind, r.rcode ?? null, r.answeredBy ?? null, r.group ?? null, r.list ?? null, r.rule ?? null,
-        r.dropReason ?? null, r.upstream ?? null, r.upstreamLatencyMs ?? null, r.latencyMs ?? null, r.answers?.length ? r.answers.join('\n') : null];
+      const v = [r.time, gw, String(r.client ?? ''), r.clientPort ?? null, r.device?.id ?? null, r.device?.name ?? null, r.device?.mac ?? null, String(r.server ?? ''), r.serverPort | 0,
+        String(r.transport ?? ''), String(r.qname ?? ''), String(r.qtype ?? ''), String(r.kind ?? 'query'), r.rcode ?? null, r.answeredBy ?? null, r.group ?? null, r.list ?? null, r.rule ?? null,
+        r.dropReason ?? null, r.upstream ?? null, r.upstreamLatencyMs ?? null, r.latencyMs ?? null, Array.isArray(r.answers) && r.answers.length ? r.answers.join('\n') : null];
       for (let k = 0; k < v.length; k++) cols[k][i] = v[k];
       const s = seen.get(r.client);
       if (!s) seen.set(r.client, { last: r.time, dev: r.device });
