@@ -7,7 +7,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from './config/types.js';
 import { reportThrown, type ConfigPart, type ConfigReport } from './config/part.js';
-import { extensionSchemas } from './config/extensions.js';
+import { queryLogSchema } from './log/query-log.js';
+import { dnstapSchema } from './log/dnstap-schema.js';
+import { networkSchema } from './network/index.js';
+import { filterConfigSchema } from './filter/config.js';
+import { limitsSchema } from './pipeline/ratelimit.js';
+import { storeSchema } from './store/config.js';
+import { devicesSchema } from './devices/table.js';
+import { bypassSchema } from './network/bypass.js';
+import { consoleSchema } from './api/config.js';
 import { didYouMean } from './config/suggest.js';
 import { loopsTo, ownListeners, DEFAULT_PORTS } from './config/core-check.js';
 import { ClientAcl } from './listen/acl.js';
@@ -20,14 +28,35 @@ import { resolveNetworkConfig } from './network/index.js';
 
 let parts: ConfigPart[] | null = null;
 export function configParts(): ConfigPart[] {
+  // The core keys (listen, upstreams, upstream, cache, metrics, ...) are src/config/schema.ts and
+  // core-check.ts; everything else is owned by the part named here.
   parts ??= [
-    { name: 'extensions', schema: extensionSchemas() },
     { name: 'listen', check: checkListen },
-    { name: 'filter', check: checkFilter },
-    { name: 'network', check: checkNetwork },
+    { name: 'filter', schema: filterConfigSchema, check: checkFilter },
+    { name: 'log', schema: { log: queryLogSchema } },
+    { name: 'dnstap', schema: { dnstap: dnstapSchema } },
+    { name: 'network', schema: { network: networkSchema }, check: checkNetwork },
+    { name: 'limits', schema: { limits: limitsSchema } },
+    /** Query history (issue 17): SQLite under stateDir by default, PostgreSQL with `url`, `false` for none. */
+    { name: 'store', schema: { store: storeSchema } },
+    /** Device names for client addresses: DHCP leases, neighbour table, reverse lookups, config names. */
+    { name: 'devices', schema: { devices: devicesSchema } },
+    { name: 'bypass', schema: { bypass: bypassSchema } },
+    { name: 'console', schema: { console: consoleSchema } },
+    { name: 'stats', schema: { stats: statsSchema } },
   ];
   return parts;
 }
+
+const statsSchema = {
+  type: 'object', additionalProperties: false,
+  properties: {
+    /** Keys kept by each top-k table (/stats/top); 0 turns them off. */
+    topK: { type: 'integer', minimum: 0, maximum: 100000 },
+    /** Count one query in N into the top-k tables, to keep the cost off the hot path. */
+    sampleEvery: { type: 'integer', minimum: 1 },
+  },
+};
 
 function checkListen(cfg: Config, report: ConfigReport): void {
   cfg.listen.plainAllow.forEach((p, i) => reportThrown(report, ['listen', 'plainAllow', i], () => new ClientAcl([p])));
