@@ -21,8 +21,6 @@ export class AnswerInfo {
 
 export const enum AnswerError { OK = 0, SHORT = 1, NOT_RESPONSE = 2, QUESTION_MISMATCH = 3, MALFORMED = 4, TOO_MANY_RRS = 5 }
 
-export const ANSWER_ERROR_NAMES = ['ok', 'short', 'not_response', 'question_mismatch', 'malformed', 'too_many_rrs'];
-
 /**
  * Validates `ans` against the query's question (case-insensitive, as 0x20 resolvers may change case) and
  * records what caching needs. The ID is checked by the caller: DoH sends ID 0.
