@@ -28,7 +28,9 @@ export abstract class BatchingStore implements QueryStore {
   private head = 0;
   private size = 0;
   private inflight = 0;
-  private readonly timer: NodeJS.Timeout;
+  /** Armed only while records wait: an idle server has no flush wakeups (10/s with an interval). */
+  private timer: NodeJS.Timeout | null = null;
+  private readonly flushMs: number;
   private flushScheduled = false;
   private closing = false;
   private readonly listeners = new Set<RecordListener>();
@@ -49,7 +51,17 @@ export abstract class BatchingStore implements QueryStore {
     this.batchMax = Math.max(1, bopts.batchMax ?? DEFAULT_BATCH_MAX);
     this.maxInflight = Math.max(1, bopts.maxInflightBatches ?? 2);
     this.ring = new Array(this.queueMax);
-    this.timer = setInterval(() => this.flush(), bopts.flushMs ?? DEFAULT_FLUSH_MS);
+    this.flushMs = bopts.flushMs ?? DEFAULT_FLUSH_MS;
+  }
+
+  private armFlushTimer(): void {
+    if (this.timer !== null || this.closing) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.flush();
+      // Records the in-flight bound held back wait for the next tick of the timer.
+      if (this.size > 0) this.armFlushTimer();
+    }, this.flushMs);
     this.timer.unref();
   }
 
@@ -65,6 +77,7 @@ export abstract class BatchingStore implements QueryStore {
     }
     this.ring[(this.head + this.size) % this.queueMax] = r;
     this.size++;
+    if (this.timer === null) this.armFlushTimer();
     if (this.size >= this.batchMax && !this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => { this.flushScheduled = false; this.flush(); });
@@ -143,7 +156,7 @@ export abstract class BatchingStore implements QueryStore {
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    clearInterval(this.timer);
+    if (this.timer !== null) { clearTimeout(this.timer); this.timer = null; }
     this.listeners.clear();
     await this.drain();
     await this.closeBackend();
