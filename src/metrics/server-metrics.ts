@@ -3,7 +3,7 @@ import type { DnsServer } from '../server.js';
 import { CollectedMetric, Sample, histogramSamples } from './collected.js';
 import { RCODE_NAMES } from '../dns/wire.js';
 import { qtypeName } from './counters.js';
-import { LATENCY_BUCKETS } from '../upstream/types.js';
+import { LATENCY_BUCKETS, UPSTREAM_ERROR_REASONS } from '../upstream/types.js';
 import { buildInfoLabels } from './build-info.js';
 
 export function registerServerMetrics(s: DnsServer): void {
@@ -56,7 +56,11 @@ export function registerServerMetrics(s: DnsServer): void {
   add('upstream_requests_total', 'Requests sent to each upstream.', 'counter', () => s.upstreams.upstreams.map((u) => ({ labels: upstreamLabel(u.name), value: u.stats.requests })));
   add('upstream_errors_total', 'Upstream failures by reason.', 'counter', () => {
     const out: Sample[] = [];
-    for (const u of s.upstreams.upstreams) for (const [reason, v] of u.stats.errors) out.push({ labels: { upstream: u.name, reason }, value: v });
+    // Every known reason is exported from the start (at 0), so rate() and the alerts see a series
+    // before the first failure rather than an absent one.
+    for (const u of s.upstreams.upstreams) {
+      for (const reason of UPSTREAM_ERROR_REASONS) out.push({ labels: { upstream: u.name, reason }, value: u.stats.errors.get(reason) ?? 0 });
+    }
     return out;
   });
   add('upstream_latency_seconds', 'Time from sending a query upstream to its answer.', 'histogram', () =>
