@@ -78,9 +78,7 @@ export class PgStore extends BatchingStore {
 
   private async setup(): Promise<void> {
     const T = this.table;
-    const c = await this.pool.connect();
-    try {
-      await c.query('BEGIN');
+    await this.transaction(async (c) => {
       // One gateway at a time creates the schema.
       await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [T]);
       try {
@@ -103,7 +101,17 @@ export class PgStore extends BatchingStore {
       if (this.trigram) await c.query(`CREATE INDEX IF NOT EXISTS ${T}_qname_trgm ON ${T} USING gin (qname gin_trgm_ops)`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${T}_clients (gateway text NOT NULL, client text NOT NULL, last int8 NOT NULL,
         device_id text, device_name text, mac text, PRIMARY KEY (gateway, client))`);
+    });
+  }
+
+  /** Runs `fn` in one transaction on one pooled connection: committed, or rolled back if it throws. */
+  private async transaction<R>(fn: (c: pg.PoolClient) => Promise<R>): Promise<R> {
+    const c = await this.pool.connect();
+    try {
+      await c.query('BEGIN');
+      const result = await fn(c);
       await c.query('COMMIT');
+      return result;
     } catch (e) {
       await c.query('ROLLBACK').catch(() => {});
       throw e;
@@ -116,10 +124,8 @@ export class PgStore extends BatchingStore {
   async maintain(now = (this.opts.clock ?? Date.now)()): Promise<number> {
     const T = this.table;
     const today = Math.floor(now / DAY) * DAY;
-    const c = await this.pool.connect();
     let dropped = 0;
-    try {
-      await c.query('BEGIN');
+    await this.transaction(async (c) => {
       await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [T]);
       for (let d = -1; d <= DAYS_AHEAD; d++) {
         const start = today + d * DAY;
@@ -143,13 +149,7 @@ export class PgStore extends BatchingStore {
         await c.query(`DELETE FROM ${T}_default WHERE t < $1`, [cutoff]);
         await c.query(`DELETE FROM ${T}_clients WHERE last < $1`, [cutoff]);
       }
-      await c.query('COMMIT');
-    } catch (e) {
-      await c.query('ROLLBACK').catch(() => {});
-      throw e;
-    } finally {
-      c.release();
-    }
+    });
     this.partitionsDropped += dropped;
     return dropped;
   }
@@ -171,9 +171,7 @@ export class PgStore extends BatchingStore {
       else { s.last = Math.max(s.last, r.time); if (r.device) s.dev = r.device; }
     });
     const T = this.table;
-    const c = await this.pool.connect();
-    try {
-      await c.query('BEGIN');
+    await this.transaction(async (c) => {
       await c.query(`INSERT INTO ${T} (${COLUMNS.join(',')}) SELECT * FROM unnest(${TYPES.map((t, i) => `$${i + 1}::${t}[]`).join(',')})`, cols);
       const cl = [...seen.entries()];
       await c.query(`INSERT INTO ${T}_clients (gateway, client, last, device_id, device_name, mac)
@@ -182,13 +180,7 @@ export class PgStore extends BatchingStore {
           device_id = coalesce(excluded.device_id, ${T}_clients.device_id), device_name = coalesce(excluded.device_name, ${T}_clients.device_name),
           mac = coalesce(excluded.mac, ${T}_clients.mac)`,
       [gw, cl.map((e) => e[0]), cl.map((e) => e[1].last), cl.map((e) => e[1].dev?.id ?? null), cl.map((e) => e[1].dev?.name ?? null), cl.map((e) => e[1].dev?.mac ?? null)]);
-      await c.query('COMMIT');
-    } catch (e) {
-      await c.query('ROLLBACK').catch(() => {});
-      throw e;
-    } finally {
-      c.release();
-    }
+    });
   }
 
   async search(q: SearchQuery): Promise<SearchResult> {

@@ -26,11 +26,11 @@ export function answeredBy(ctx: Pick<QueryContext, 'decision' | 'cacheStatus'>):
   return 'upstream';
 }
 
-export function buildRecord(ctx: QueryContext, wire: Uint8Array, off: number, len: number, devices: DeviceResolver | null): QueryRecord {
+/** What every record says about a query: when, who, to which server, over what, for which name. */
+function baseRecord(ctx: QueryContext, kind: QueryRecord['kind'], devices: DeviceResolver | null): QueryRecord {
   const where = ctx.responder.describe(ctx);
-  const rcode = len >= 4 ? wire[off + 3] & 0x0f : 2;
   const r: QueryRecord = {
-    time: ctx.wallStarted,
+    time: ctx.wallStarted || Date.now(),
     client: where.client,
     clientPort: where.clientPort,
     server: where.server,
@@ -38,11 +38,21 @@ export function buildRecord(ctx: QueryContext, wire: Uint8Array, off: number, le
     transport: ctx.responder.transport,
     qname: ctx.q.hasQuestion ? qnameString(ctx.buf, 0, ctx.q.qnameEnd) : '',
     qtype: ctx.q.hasQuestion ? qtypeName(ctx.q.qtype) : '',
-    kind: 'query',
-    rcode: RCODE_NAMES[rcode] ?? String(rcode),
-    answeredBy: answeredBy(ctx),
-    latencyMs: Math.round((performance.now() - ctx.started) * 1000) / 1000,
+    kind,
   };
+  if (devices) {
+    const dev = devices.lookup(where.client);
+    if (dev.name !== undefined || dev.mac !== undefined) r.device = dev;
+  }
+  return r;
+}
+
+export function buildRecord(ctx: QueryContext, wire: Uint8Array, off: number, len: number, devices: DeviceResolver | null): QueryRecord {
+  const rcode = len >= 4 ? wire[off + 3] & 0x0f : 2;
+  const r = baseRecord(ctx, 'query', devices);
+  r.rcode = RCODE_NAMES[rcode] ?? String(rcode);
+  r.answeredBy = answeredBy(ctx);
+  r.latencyMs = Math.round((performance.now() - ctx.started) * 1000) / 1000;
   const d = ctx.decision;
   if (d) {
     if (typeof d.group === 'string') r.group = d.group;
@@ -54,32 +64,13 @@ export function buildRecord(ctx: QueryContext, wire: Uint8Array, off: number, le
   if (ctx.upstreamMs) r.upstreamLatencyMs = Math.round(ctx.upstreamMs * 1000) / 1000;
   const answers = summarizeWire(wire, off, len, SUMMARY_MAX);
   if (answers.length) r.answers = answers;
-  if (devices) {
-    const dev = devices.lookup(where.client);
-    if (dev.name !== undefined || dev.mac !== undefined) r.device = dev;
-  }
   return r;
 }
 
 /** A record for a query that got no answer (malformed, over the rate limit). */
 export function buildDroppedRecord(ctx: QueryContext, reason: string, devices: DeviceResolver | null): QueryRecord {
-  const where = ctx.responder.describe(ctx);
-  const r: QueryRecord = {
-    time: ctx.wallStarted || Date.now(),
-    client: where.client,
-    clientPort: where.clientPort,
-    server: where.server,
-    serverPort: where.serverPort,
-    transport: ctx.responder.transport,
-    qname: ctx.q.hasQuestion ? qnameString(ctx.buf, 0, ctx.q.qnameEnd) : '',
-    qtype: ctx.q.hasQuestion ? qtypeName(ctx.q.qtype) : '',
-    kind: 'dropped',
-    dropReason: reason,
-  };
-  if (devices) {
-    const dev = devices.lookup(where.client);
-    if (dev.name !== undefined || dev.mac !== undefined) r.device = dev;
-  }
+  const r = baseRecord(ctx, 'dropped', devices);
+  r.dropReason = reason;
   return r;
 }
 
