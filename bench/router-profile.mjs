@@ -19,6 +19,8 @@ const { values: opt } = parseArgs({
     seconds: { type: 'string', default: '120' }, qps: { type: 'string', default: '5000' },
     'memory-mb': { type: 'string', default: '160' }, list: { type: 'string', default: '1000000' },
     cache: { type: 'string', default: '100000' },
+    // Extra YAML appended to the config, e.g. --extra 'store: false' (\n for new lines).
+    extra: { type: 'string', default: '' },
   },
 });
 const SECONDS = Number(opt.seconds), QPS = Number(opt.qps), MEMORY_MB = Number(opt['memory-mb']);
@@ -89,7 +91,7 @@ try {
   fs.writeFileSync(queryFile, lines.join('\n') + '\n');
 
   const config = lab.writeConfig('router.yaml', baseConfig(lab, {
-    extra: `cache:\n  maxEntries: ${CACHE_ENTRIES}\nfilter:\n  lists:\n    - name: big\n      path: "${listFile}"\n`,
+    extra: `cache:\n  maxEntries: ${CACHE_ENTRIES}\nfilter:\n  lists:\n    - name: big\n      path: "${listFile}"\nstateDir: "${lab.dir}/state"\n${opt.extra.replace(/\\n/g, '\n')}\n`,
   }));
   // The shell joins the cgroups, then becomes the server (exec), so the limits apply to it alone. It joins
   // before `ip netns exec`, which mounts a fresh /sys where the cgroup hierarchy is not visible.
@@ -116,7 +118,7 @@ try {
       lastCpu = cpu; lastAt = now;
       samples.push(s);
       console.log(JSON.stringify(s));
-    } catch { /* the process is gone: the summary reports it */ }
+    } catch { /* the process is gone: the summary reports it (oomKills, alive) */ }
   }, 5000);
   const perf = await new Promise((resolve) => {
     const child = lab.spawnIn(lab.client, 'dnsperf', ['-s', SERVER_V4, '-d', queryFile, '-n', '1', '-Q', String(QPS), '-c', '8', '-t', '2'], path.join(lab.dir, 'dnsperf.log'));
@@ -127,6 +129,7 @@ try {
   const sent = Number(/Queries sent:\s+(\d+)/.exec(perf)?.[1] ?? 0);
   const completed = Number(/Queries completed:\s+(\d+)/.exec(perf)?.[1] ?? 0);
   const alive = proc.exitCode === null && !proc.signalCode;
+  if (!alive) console.log(JSON.stringify({ phase: 'server-exited', exitCode: proc.exitCode, signal: proc.signalCode }));
   const metrics = alive ? nsExec(lab.gw, 'curl', ['-s', 'http://127.0.0.1:9153/metrics']) : '';
   console.log(JSON.stringify({
     phase: 'summary', seconds: SECONDS, offeredQps: QPS, memoryLimitMB: MEMORY_MB, cpuLimitCores: 1, alive,
