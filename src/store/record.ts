@@ -17,7 +17,8 @@ const TYPE_AAAA = 28;
 export function answeredBy(ctx: Pick<QueryContext, 'decision' | 'cacheStatus'>): AnsweredBy {
   const d = ctx.decision;
   if (d) {
-    if (d.kind === 'block') return 'blocked';
+    // A CNAME-inspection block is a block too (its decision kind says how it was found).
+    if (d.kind === 'block' || d.kind === 'block-cname') return 'blocked';
     if (d.kind === 'local') return 'local';
     if (d.kind === 'forward') return 'forward';
   }

@@ -31,6 +31,7 @@ t.test('an upstream answer', async (t) => {
 
 t.test('how it was answered, from the context', async (t) => {
   t.equal(answeredBy({ decision: { kind: 'block' }, cacheStatus: 'none' }), 'blocked');
+  t.equal(answeredBy({ decision: { kind: 'block-cname' }, cacheStatus: 'miss' }), 'blocked', 'a block found by CNAME inspection is recorded as blocked');
   t.equal(answeredBy({ decision: { kind: 'local' }, cacheStatus: 'none' }), 'local');
   t.equal(answeredBy({ decision: { kind: 'forward' }, cacheStatus: 'miss' }), 'forward');
   t.equal(answeredBy({ decision: null, cacheStatus: 'hit' }), 'cache');
