@@ -194,6 +194,21 @@ function inputSeriesFor(names) {
 }
 
 /** The few template forms alerts.yml uses: {{ $labels.x }}, {{ $value }}, {{ $value | humanizePercentage }}. */
+/** Writes a promtool rule-test document to a temporary file and asserts `promtool test rules` passes it. */
+function assertPromtoolTestPasses(t, fileName, doc) {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'promtool-'));
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
+  const f = path.join(d, fileName);
+  fs.writeFileSync(f, YAML.stringify(doc));
+  let out;
+  try {
+    out = execFileSync(promtool, ['test', 'rules', f], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    out = `${e.stdout}${e.stderr}`;
+  }
+  t.match(out, /SUCCESS/, out);
+}
+
 function render(template, labels, value) {
   return template.replace(/\{\{\s*\$labels\.(\w+)\s*\}\}/g, (_, k) => labels[k] ?? '')
     .replace(/\{\{\s*\$value\s*\|\s*humanizePercentage\s*\}\}/g, () => `${+(value * 100).toPrecision(4)}%`)
@@ -238,17 +253,7 @@ t.test('alert rules evaluated on series shaped as the real server exports them',
   for (const s of inputSeriesFor(new Set(['dns_tproxy_queries_total', 'dns_tproxy_queries_by_type_total', 'dns_tproxy_answer_latency_seconds_count']))) {
     if (!test.tests[0].input_series.some((x) => x.series === s.series)) test.tests[0].input_series.push(s);
   }
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'alerts-'));
-  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
-  const f = path.join(d, 'generated.test.yml');
-  fs.writeFileSync(f, YAML.stringify(test));
-  let out;
-  try {
-    out = execFileSync(promtool, ['test', 'rules', f], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    out = `${e.stdout}${e.stderr}`;
-  }
-  t.match(out, /SUCCESS/, out);
+  assertPromtoolTestPasses(t, 'generated.test.yml', test);
 });
 
 t.test('dashboard: every panel query returns data on series shaped as the real server exports them', { skip: !promtool && 'promtool not installed' }, async (t) => {
@@ -271,17 +276,7 @@ t.test('dashboard: every panel query returns data on series shaped as the real s
       ],
     }],
   };
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'dash-'));
-  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
-  const f = path.join(d, 'dashboard.test.yml');
-  fs.writeFileSync(f, YAML.stringify(test));
-  let out;
-  try {
-    out = execFileSync(promtool, ['test', 'rules', f], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    out = `${e.stdout}${e.stderr}`;
-  }
-  t.match(out, /SUCCESS/, out);
+  assertPromtoolTestPasses(t, 'dashboard.test.yml', test);
 });
 
 t.test('the hand-written alert unit tests use only series shapes the server exports', async (t) => {
