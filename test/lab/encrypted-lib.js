@@ -2,7 +2,7 @@
 // the WAN side, the gateway's certificate, a connection probe run in the client namespace, metrics.
 import fs from 'node:fs';
 import path from 'node:path';
-import { sh, nsExec, portOpen, waitFor, ROOT } from './lib.js';
+import { sh, nsExec, portOpen, waitFor, ROOT, unboundRunsInDir } from './lib.js';
 
 export const PUBLIC_V4 = '203.0.113.9';
 export const GW_LAN_V4 = '10.77.0.1';
@@ -33,13 +33,7 @@ export async function startPublicResolver(lab) {
   tls-port: 853
   tls-service-key: "${key}"
   tls-service-pem: "${cert}"
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "${d}"
-  pidfile: "${d}/unbound.pid"
-  use-syslog: no
-  logfile: "${d}/unbound.log"
+${unboundRunsInDir(d)}
   verbosity: 1
   access-control: 0.0.0.0/0 allow
   num-threads: 1

@@ -150,13 +150,7 @@ table inet dtlab {
   https-port: ${port}
   tls-service-key: "${key}"
   tls-service-pem: "${ca}"
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "${d}"
-  pidfile: "${d}/unbound.pid"
-  use-syslog: no
-  logfile: "${d}/unbound.log"
+${unboundRunsInDir(d)}
   log-queries: yes
   verbosity: 1
   access-control: 127.0.0.0/8 allow
@@ -264,6 +258,17 @@ ${extra}
     for (const ns of [this.client, this.gw, this.far]) { try { sh('ip', ['netns', 'del', ns]); } catch { /* already gone */ } }
     if (!process.env.KEEP_LAB) fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** unbound.conf lines that keep an unbound in the foreground with its pid file and log in `d`. */
+export function unboundRunsInDir(d) {
+  return `  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "${d}"
+  pidfile: "${d}/unbound.pid"
+  use-syslog: no
+  logfile: "${d}/unbound.log"`;
 }
 
 export function portOpen(ns, port) {
